@@ -1,0 +1,228 @@
+"""Suara's settings: one typed model, read once at start and passed down.
+
+Sources, highest priority first: keyword arguments (what a CLI flag sets), environment variables
+(`SUARA_` prefix, `__` between nested fields: `SUARA_TRAIN__PHASES__1__LR=1e-4`), one optional YAML
+file (`--config FILE` or `SUARA_CONFIG`), then `infra/defaults.yaml` (the seed's phase plan) and the
+defaults below. Sources deep-merge, so one nested field can be overridden alone. Unknown keys and bad values fail
+at start with the field's name; all problems are reported in one error.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "SUARA_"
+DEFAULTS_YAML = Path(__file__).with_name("defaults.yaml")
+_yaml_path: ContextVar[Path | None] = ContextVar("suara_yaml_path", default=None)
+
+
+class _YamlSource(YamlConfigSettingsSource):
+    """YAML source whose mapping keys are strings, as environment keys are, so `phases: {2: ...}` in
+    a file and `SUARA_TRAIN__PHASES__2__LR` deep-merge into one entry."""
+
+    def _read_file(self, file_path: Path) -> dict[str, Any]:
+        return _str_keys(super()._read_file(file_path))
+
+
+def _str_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _str_keys(v) for k, v in value.items()}
+    return value
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names every bad field and how to set it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PhasePlan(_Strict):
+    """One progressive fine-tuning phase (values from the seed's phase plan)."""
+
+    lr: float = Field(gt=0)
+    max_steps: int = Field(gt=0)
+    warmup_steps: int = Field(ge=0)
+    batch_size: int = Field(default=4, gt=0)
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> PhasePlan:
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(f"warmup_steps {self.warmup_steps} must be < max_steps {self.max_steps}")
+        return self
+
+
+class LoraSettings(_Strict):
+    r: int = Field(default=16, gt=0)
+    alpha: int = Field(default=32, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+class TrainSettings(_Strict):
+    # The seed's plan lives in infra/defaults.yaml, so one field can be overridden without
+    # restating the phase (sources deep-merge; model defaults would not).
+    phases: dict[int, PhasePlan]
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    weight_decay: float = Field(default=0.01, ge=0)
+    grad_clip: float = Field(default=0.3, gt=0)
+    checkpoint_every: int = Field(default=100, gt=0)
+    keep_last_checkpoints: int = Field(default=3, gt=0)
+    # Share of audio frames the depth decoder (codebooks 1..K-1) is trained on; Sesame used 1/16.
+    depth_decoder_frame_ratio: float = Field(default=1.0, gt=0, le=1)
+    log_every: int = Field(default=10, gt=0)
+
+    @field_validator("phases")
+    @classmethod
+    def _four_phases(cls, phases: dict[int, PhasePlan]) -> dict[int, PhasePlan]:
+        if sorted(phases) != [1, 2, 3, 4]:
+            raise ValueError(f"phases must be exactly 1, 2, 3, 4; got {sorted(phases)}")
+        return phases
+
+
+class PreprocessSettings(_Strict):
+    sample_rate_hz: int = 24_000  # Mimi's rate; fixed by the codec
+    min_input_rate_hz: int = Field(default=16_000, gt=0)
+    min_duration_s: float = Field(default=0.5, ge=0)
+    max_duration_s: float = Field(default=20.0, gt=0)
+    target_lufs: float = -23.0
+    peak_dbfs: float = Field(default=-1.0, le=0)
+    trim_top_db: float = Field(default=40.0, gt=0)
+    keep_silence_s: float = Field(default=0.2, ge=0, le=0.5)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PreprocessSettings:
+        if self.min_duration_s >= self.max_duration_s:
+            raise ValueError(f"min_duration_s {self.min_duration_s} must be < max_duration_s {self.max_duration_s}")
+        return self
+
+
+class Settings(BaseSettings):
+    """Everything a Suara job needs to know, with the embedded local defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    # Where everything a run writes goes: `file:///abs/dir`, a relative path, or `s3://bucket/prefix`.
+    store: str = "file://.suara/store"
+    s3_endpoint_url: str | None = None
+    run_id: str = Field(default="local", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    seed: int = 1234
+    # "tiny" builds a small randomly initialised CSM/Mimi offline; otherwise a hub id or local path.
+    model: str = "tiny"
+    codec: str = "tiny"
+    cache_dir: Path = Path.home() / ".cache" / "suara"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    preprocess: PreprocessSettings = Field(default_factory=PreprocessSettings)
+    train: TrainSettings
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if value.startswith("s3://"):
+            if len(value) <= len("s3://") or value[len("s3://")] == "/":
+                raise ValueError(f"{value!r} has no bucket; use s3://BUCKET/PREFIX")
+            return value.rstrip("/")
+        if "://" in value and not value.startswith("file://"):
+            raise ValueError(f"{value!r}: only file:// directories and s3:// prefixes are supported")
+        path = Path(value.removeprefix("file://")).expanduser()
+        return "file://" + str(path.resolve())
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # empty means AWS S3's default endpoint
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _codec_matches_model(self) -> Settings:
+        if (self.model == "tiny") != (self.codec == "tiny"):
+            raise ValueError(
+                f"model {self.model!r} and codec {self.codec!r} do not fit together: the tiny CSM has its "
+                "own tiny Mimi; use model=tiny with codec=tiny, or a real CSM with a real Mimi "
+                "(e.g. model=sesame/csm-1b codec=kyutai/mimi)"
+            )
+        return self
+
+    @property
+    def run_prefix(self) -> str:
+        """Key prefix of this run inside the store."""
+        return f"runs/{self.run_id}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_path = _yaml_path.get()
+        if yaml_path is not None:
+            sources.append(_YamlSource(settings_cls, yaml_file=yaml_path))
+        sources.append(_YamlSource(settings_cls, yaml_file=DEFAULTS_YAML))
+        return tuple(sources)
+
+
+def _field_env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read settings once: overrides > environment > YAML file > infra/defaults.yaml > defaults.
+
+    `config` (or `SUARA_CONFIG`) names an optional YAML file. Raises SettingsError listing every
+    bad field at once.
+    """
+    path = config if config is not None else os.environ.get(f"{ENV_PREFIX}CONFIG")
+    yaml_path = Path(path) if path else None
+    if yaml_path is not None and not yaml_path.is_file():
+        raise SettingsError(f"settings file {yaml_path} does not exist (from --config or {ENV_PREFIX}CONFIG)")
+    # The environment source ignores names it does not know; a typo there must fail like one in a file.
+    fields = {name.upper() for name in Settings.model_fields}
+    lines = [
+        f"  {name}: unknown setting (known: {', '.join(ENV_PREFIX + f for f in sorted(fields))})"
+        for name in sorted(os.environ)
+        if name.startswith(ENV_PREFIX)
+        and name != f"{ENV_PREFIX}CONFIG"
+        and name[len(ENV_PREFIX) :].split("__")[0] not in fields
+    ]
+    token = _yaml_path.set(yaml_path)
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            where = ".".join(str(p) for p in loc) or "settings"
+            value = f" (got {err['input']!r})" if err["type"] != "missing" and loc else ""
+            hint = f"; set {_field_env_name(loc)}" if loc else ""
+            lines.append(f"  {where}: {err['msg']}{value}{hint}")
+    finally:
+        _yaml_path.reset(token)
+    if lines:
+        source = f" (file {yaml_path})" if yaml_path else ""
+        raise SettingsError(f"invalid settings{source}:\n" + "\n".join(lines))
+    return settings
