@@ -1,0 +1,131 @@
+"""Training shards: one MDS dataset (mosaicml-streaming) per phase bucket and split, in the store.
+
+Layout under the run's prefix:
+    data/phase1/train/   index.json + shard.*.mds     (phase 1: one language, no particle)
+    data/phase2/{train,val,test}/                      (phase 2: code-switched)
+    data/phase3/...                                    (phase 3: contains a particle)
+    data/phase4/<speaker_id>/{train,val,test}/         (phase 4: every utterance of one speaker)
+    data/manifest.json                                 counts, seconds, codec, sha256 of every file
+
+MDS is read back by `StreamingDataset`, whose loader state resumes mid-epoch exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from infra.storage import Store
+
+DATA_PREFIX = "data"
+SPLITS = ("train", "val", "test")
+# Every sample carries these; the trainer relies on the names and types.
+COLUMNS = {
+    "id": "str",
+    "speaker_id": "str",
+    "text": "str",
+    "normalized": "str",
+    "words": "json",  # [{"text", "lang", "particle"}]
+    "switches": "json",  # word indices where the language changes
+    "phase": "int",
+    "split": "str",
+    "duration_s": "float64",
+    "codes": "ndarray:int16",  # (frames, codebooks) Mimi codes
+    "frame_weights": "ndarray:float32",  # (frames,) loss weight per frame; ones until masks land
+}
+
+
+def split_of(utt_id: str) -> str:
+    """Deterministic 80/10/10 split by a hash of the id: stable when data is added."""
+    bucket = int.from_bytes(hashlib.sha256(utt_id.encode("utf-8")).digest()[:4], "big") % 10
+    return "train" if bucket < 8 else ("val" if bucket == 8 else "test")
+
+
+def bucket_keys(phase: int, speaker_id: str, split: str) -> list[str]:
+    """The dataset prefixes (relative to data/) one sample goes to."""
+    return [f"phase{phase}/{split}", f"phase4/{speaker_id}/{split}"]
+
+
+@dataclass
+class BucketStats:
+    samples: int = 0
+    seconds: float = 0.0
+
+
+class ShardWriter:
+    """Opens one MDSWriter per bucket on first use; `close()` finishes them all."""
+
+    def __init__(self, run: Store, size_limit: int = 1 << 24):
+        self.run = run
+        self.size_limit = size_limit
+        self._writers: dict[str, Any] = {}
+        self.stats: dict[str, BucketStats] = {}
+
+    def write(self, sample: dict[str, Any]) -> None:
+        from streaming import MDSWriter
+
+        for key in bucket_keys(sample["phase"], sample["speaker_id"], sample["split"]):
+            writer = self._writers.get(key)
+            if writer is None:
+                writer = MDSWriter(out=self.run.uri(f"{DATA_PREFIX}/{key}"), columns=COLUMNS,
+                                   size_limit=self.size_limit, progress_bar=False, exist_ok=True)
+                self._writers[key] = writer
+                self.stats[key] = BucketStats()
+            writer.write(sample)
+            self.stats[key].samples += 1
+            self.stats[key].seconds += float(sample["duration_s"])
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.finish()
+        self._writers.clear()
+
+
+@contextmanager
+def shard_writer(run: Store) -> Iterator[ShardWriter]:
+    writer = ShardWriter(run)
+    with run.library_env():
+        try:
+            yield writer
+        finally:
+            writer.close()
+
+
+def make_sample(*, utt_id: str, speaker_id: str, text: str, analysis: dict[str, Any], split: str,
+                duration_s: float, codes: np.ndarray) -> dict[str, Any]:
+    return {
+        "id": utt_id,
+        "speaker_id": speaker_id,
+        "text": text,
+        "normalized": analysis["normalized"],
+        "words": analysis["words"],
+        "switches": analysis["switches"],
+        "phase": int(analysis["phase"]),
+        "split": split,
+        "duration_s": float(duration_s),
+        "codes": np.ascontiguousarray(codes, dtype=np.int16),
+        "frame_weights": np.ones(codes.shape[0], dtype=np.float32),
+    }
+
+
+def dataset_prefix(phase: int, split: str, speaker_id: str | None = None) -> str:
+    """Key prefix (under the run) of one bucket's MDS dataset."""
+    if phase == 4:
+        if speaker_id is None:
+            raise ValueError("phase 4 datasets are per speaker: give speaker_id")
+        return f"{DATA_PREFIX}/phase4/{speaker_id}/{split}"
+    return f"{DATA_PREFIX}/phase{phase}/{split}"
+
+
+def read_data_manifest(run: Store) -> dict[str, Any]:
+    key = f"{DATA_PREFIX}/manifest.json"
+    if not run.exists(key):
+        raise FileNotFoundError(
+            f"no preprocessed data at {run.uri(key)}; run `python -m preprocess run` for this run id first"
+        )
+    return run.get_json(key)
