@@ -1,0 +1,135 @@
+"""`python -m trainer`: train a phase, list/pull adapters, synthesise speech.
+
+    python -m trainer train --phase 1 [--max-steps S] [--checkpoint-every K]
+    python -m trainer adapters
+    python -m trainer pull --phase 3 --to ./adapters/phase3
+    python -m trainer synth --phase 3 --text "Okay lah, I go now." --out hello.wav
+
+Exit codes of `train` are in trainer/exit_codes.py (75 = preempted, run again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML settings file (default: $SUARA_CONFIG)")
+    parser.add_argument("--run-id", help="override SUARA_RUN_ID")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train (or resume) one phase")
+    train.add_argument("--phase", type=int, required=True, choices=[1, 2, 3, 4])
+    train.add_argument("--speaker", help="phase 4: train only this speaker (default: every speaker)")
+    train.add_argument("--max-steps", type=int, help="override the phase plan's step count")
+    train.add_argument("--checkpoint-every", type=int, help="override train.checkpoint_every")
+    train.add_argument("--no-progress", action="store_true")
+
+    sub.add_parser("adapters", help="list the run's published adapters")
+
+    pull = sub.add_parser("pull", help="download a phase's adapter and verify its checksums")
+    pull.add_argument("--phase", type=int, required=True, choices=[1, 2, 3, 4])
+    pull.add_argument("--speaker", help="phase 4: the speaker's adapter")
+    pull.add_argument("--to", type=Path, required=True, help="local folder to write the adapter to")
+
+    synth = sub.add_parser("synth", help="text to WAV with the base model + a phase's adapter")
+    synth.add_argument("--phase", type=int, required=True, choices=[1, 2, 3, 4])
+    synth.add_argument("--text", required=True)
+    synth.add_argument("--speaker", help="speaker id (phase 4: picks the speaker's adapter)")
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--max-seconds", type=float, default=10.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from infra.settings import SettingsError, load_settings
+    from trainer import exit_codes
+
+    try:
+        settings = load_settings(args.config, run_id=args.run_id)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_codes.USAGE_ERROR
+
+    from trainer.checkpoint import CheckpointError
+
+    try:
+        if args.command == "train":
+            return _train(settings, args)
+        if args.command == "adapters":
+            return _adapters(settings)
+        if args.command == "pull":
+            return _pull(settings, args)
+        return _synth(settings, args)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_codes.USAGE_ERROR
+
+
+def _train(settings, args) -> int:
+    from trainer.train import PhaseTrainer, speakers_of
+
+    if args.phase == 4:
+        speakers = [args.speaker] if args.speaker else speakers_of(settings)
+    elif args.speaker:
+        raise ValueError("--speaker is for phase 4 only")
+    else:
+        speakers = [None]
+    for speaker in speakers:
+        trainer = PhaseTrainer(settings, args.phase, speaker, max_steps=args.max_steps,
+                               checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+        try:
+            trainer.setup()
+            code = trainer.train()
+        finally:
+            trainer.cleanup()
+        if code != 0:
+            return code
+        print(f"phase {args.phase}{' speaker ' + speaker if speaker else ''}: adapter at {trainer.adapter_uri}")
+    return 0
+
+
+def _adapters(settings) -> int:
+    from infra.storage import Store
+
+    run = Store.from_settings(settings).child(settings.run_prefix)
+    manifests = [k for k in run.list("adapters") if k.endswith("/manifest.json")]
+    if not manifests:
+        print(f"no adapters yet under {run.uri('adapters')}")
+        return 0
+    print(f"adapters of run {settings.run_id!r}:")
+    for key in manifests:
+        m = run.get_json(key)
+        print(f"  phase {m['phase']}{' ' + m['speaker'] if m.get('speaker') else ''}: "
+              f"{run.uri(key.rsplit('/', 1)[0])}  ({m['steps']} steps)")
+    return 0
+
+
+def _pull(settings, args) -> int:
+    from infra.storage import Store
+    from trainer.checkpoint import fetch_adapter
+
+    run = Store.from_settings(settings).child(settings.run_prefix)
+    manifest = fetch_adapter(run, args.phase, args.speaker, args.to)
+    print(f"adapter phase {args.phase} ({manifest['steps']} steps, {len(manifest['objects'])} files verified) "
+          f"in {args.to}")
+    return 0
+
+
+def _synth(settings, args) -> int:
+    from trainer.synth import synthesize
+
+    out = synthesize(settings, args.phase, args.text, args.out, args.speaker, args.max_seconds)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

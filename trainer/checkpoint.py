@@ -1,0 +1,145 @@
+"""Checkpoints and published adapters in the store, each committed by a manifest written last.
+
+A checkpoint lives under `checkpoints/<scope>/step_000500/` and holds:
+    adapter/adapter_model.safetensors, adapter/adapter_config.json   LoRA weights (peft format)
+    training_state.pt     optimizer and LR-scheduler state
+    rng.pt                python, numpy, torch (and CUDA) RNG states
+    state.json            step, seed, phase, speaker, data-loader position, resolved settings
+    manifest.json         sha256 of every object above: written last, so its presence commits
+
+S3 has no atomic rename, so "complete" means "manifest present and every checksum matches".
+Resume takes the newest complete checkpoint and falls back to older ones if one is damaged.
+Objects are never overwritten in place: each step gets a new zero-padded prefix.
+A phase's final adapter is published the same way under `adapters/phase<N>[/<speaker>]/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infra.storage import Store, StoreError, sha256_file
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+STEP_PREFIX = "step_"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or adapter is missing or fails verification."""
+
+
+def step_name(step: int) -> str:
+    return f"{STEP_PREFIX}{step:06d}"
+
+
+def upload_dir(local: Path, store: Store, prefix: str, extra_manifest: dict[str, Any]) -> dict[str, Any]:
+    """Upload every file under `local` to `prefix`, then the manifest with their sha256 (last)."""
+    objects = {}
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        name = path.relative_to(local).as_posix()
+        if name == MANIFEST:
+            raise CheckpointError(f"{local} already contains {MANIFEST}")
+        objects[name] = sha256_file(path)
+        store.put_file(path, f"{prefix}/{name}")
+    manifest = {**extra_manifest, "objects": objects}
+    store.put_json(f"{prefix}/{MANIFEST}", manifest)
+    return manifest
+
+
+def download_verified(store: Store, prefix: str, local: Path) -> dict[str, Any]:
+    """Download a committed prefix into `local`, verifying every checksum. Raises CheckpointError."""
+    try:
+        manifest = store.get_json(f"{prefix}/{MANIFEST}")
+    except FileNotFoundError:
+        raise CheckpointError(f"{store.uri(prefix)} has no {MANIFEST} (incomplete or absent)") from None
+    except (ValueError, StoreError) as exc:
+        raise CheckpointError(f"{store.uri(prefix)}/{MANIFEST} is unreadable: {exc}") from None
+    for name, expected in manifest.get("objects", {}).items():
+        target = local / name
+        try:
+            store.get_file(f"{prefix}/{name}", target)
+        except FileNotFoundError:
+            raise CheckpointError(f"{store.uri(prefix)}/{name} is listed but missing") from None
+        actual = sha256_file(target)
+        if actual != expected:
+            raise CheckpointError(f"{store.uri(prefix)}/{name}: sha256 {actual[:12]} != manifest {expected[:12]}")
+    return manifest
+
+
+@dataclass
+class Restored:
+    step: int
+    directory: Path  # local copy of the checkpoint's files
+    state: dict[str, Any]  # state.json
+
+
+class Checkpoints:
+    """The checkpoints of one training scope (a phase, or a phase-4 speaker) of a run."""
+
+    def __init__(self, run: Store, scope: str, keep_last: int):
+        self.run = run
+        self.prefix = f"checkpoints/{scope}"
+        self.keep_last = keep_last
+
+    def steps(self) -> list[int]:
+        names = self.run.list_dirs(self.prefix)
+        return sorted(int(n[len(STEP_PREFIX):]) for n in names if n.startswith(STEP_PREFIX) and n[len(STEP_PREFIX):].isdigit())
+
+    def save(self, step: int, local: Path) -> str:
+        """Commit the files in `local` as checkpoint `step`; then prune old ones."""
+        prefix = f"{self.prefix}/{step_name(step)}"
+        # A leftover incomplete prefix for this step (a crash mid-upload) is replaced, never merged.
+        self.run.delete(prefix)
+        upload_dir(local, self.run, prefix, {"step": step})
+        self._prune(keep=step)
+        return self.run.uri(prefix)
+
+    def _prune(self, keep: int) -> None:
+        steps = self.steps()
+        for old in steps[: max(0, len(steps) - self.keep_last)]:
+            if old != keep:
+                self.run.delete(f"{self.prefix}/{step_name(old)}")
+
+    def restore_latest(self, workdir: Path) -> Restored | None:
+        """The newest checkpoint that verifies, downloaded into `workdir`; None if there is none."""
+        for step in reversed(self.steps()):
+            target = Path(tempfile.mkdtemp(prefix=f"{step_name(step)}-", dir=workdir))
+            try:
+                download_verified(self.run, f"{self.prefix}/{step_name(step)}", target)
+                state = json.loads((target / "state.json").read_text())
+            except (CheckpointError, FileNotFoundError, ValueError) as exc:
+                log.warning("skipping checkpoint %s: %s", step_name(step), exc)
+                shutil.rmtree(target, ignore_errors=True)
+                continue
+            return Restored(step=step, directory=target, state=state)
+        return None
+
+
+def adapter_prefix(phase: int, speaker: str | None = None) -> str:
+    return f"adapters/phase{phase}" + (f"/{speaker}" if speaker else "")
+
+
+def publish_adapter(run: Store, adapter_dir: Path, phase: int, speaker: str | None,
+                    info: dict[str, Any]) -> str:
+    prefix = adapter_prefix(phase, speaker)
+    run.delete(prefix)
+    upload_dir(adapter_dir, run, prefix, {"phase": phase, "speaker": speaker, **info})
+    return run.uri(prefix)
+
+
+def fetch_adapter(run: Store, phase: int, speaker: str | None, local: Path) -> dict[str, Any]:
+    """Download and verify a published adapter into `local`; returns its manifest."""
+    prefix = adapter_prefix(phase, speaker)
+    if not run.exists(f"{prefix}/{MANIFEST}"):
+        hint = f" --speaker {speaker}" if speaker else ""
+        raise CheckpointError(
+            f"no adapter for phase {phase}{' speaker ' + speaker if speaker else ''} at {run.uri(prefix)}; "
+            f"train it first: python -m trainer train --phase {phase}{hint}"
+        )
+    return download_verified(run, prefix, local)

@@ -1,0 +1,137 @@
+"""CSM's training loss from pre-computed Mimi codes, weighted per audio frame.
+
+CSM = a Llama-style backbone over [text tokens, audio frames] that predicts codebook 0 of frame t
+from the hidden state at t-1, plus a small depth decoder that predicts codebooks 1..K-1 of a frame
+from that same hidden state and the frame's earlier codebooks. transformers' forward re-encodes
+raw audio with Mimi on every step; here the codes come from the shards, the embeddings are built
+directly, and each frame's cross-entropy is multiplied by its weight (the seam for particle and
+code-switch emphasis). With all weights 1 the result equals transformers' own CSM loss.
+
+Normalisation: each term is the weighted sum over target frames divided by the number of target
+frames (not by the sum of weights), so a weight of 2 doubles a frame's contribution exactly and a
+weight of 0 removes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+@dataclass
+class Batch:
+    """A right-padded batch: sequence = prompt tokens, one position per audio frame, audio EOS."""
+
+    input_ids: torch.Tensor  # (B, T) text ids; audio positions hold the <|AUDIO|> / <|audio_eos|> ids
+    audio_codes: torch.Tensor  # (B, T, K) codes at audio positions (EOS frame = codebook_eos id), else 0
+    audio_mask: torch.Tensor  # (B, T) bool, positions that are audio frames (incl. the EOS frame)
+    labels: torch.Tensor  # (B, T, K) target codes at trained audio positions, IGNORE elsewhere
+    frame_weights: torch.Tensor  # (B, T) float loss weight per position (0 where not a target)
+    attention_mask: torch.Tensor  # (B, T)
+    num_frames: int  # audio frames in the batch (for throughput)
+
+    def to(self, device: torch.device) -> Batch:
+        moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.__dict__.items()}
+        return Batch(**moved)
+
+
+def build_batch(samples: list[dict[str, Any]], tokenizer: Any, config: Any,
+                speaker_index: dict[str, int]) -> Batch:
+    """Samples from the shards -> model inputs. The prompt is CSM's `[speaker]text` turn:
+    <|begin_of_text|>[0]text<|end_of_text|> followed by the audio frames and <|audio_eos|>."""
+    K = config.num_codebooks
+    rows = []
+    for sample in samples:
+        speaker = speaker_index[sample["speaker_id"]]
+        text_ids = tokenizer(f"[{speaker}]{sample['normalized']}", add_special_tokens=False)["input_ids"]
+        prompt = [config.bos_token_id, *text_ids, tokenizer.convert_tokens_to_ids(tokenizer.eos_token)]
+        codes = torch.tensor(np.asarray(sample["codes"]), dtype=torch.long)
+        if codes.ndim != 2 or codes.shape[1] < K:
+            raise ValueError(f"sample {sample['id']}: codes shape {tuple(codes.shape)} has fewer than {K} codebooks")
+        codes = codes[:, :K]
+        weights = torch.tensor(np.asarray(sample["frame_weights"]), dtype=torch.float32)
+        rows.append((prompt, codes, weights))
+
+    T = max(len(p) + c.shape[0] + 1 for p, c, _ in rows)
+    B = len(rows)
+    input_ids = torch.full((B, T), config.pad_token_id, dtype=torch.long)
+    audio_codes = torch.zeros((B, T, K), dtype=torch.long)
+    audio_mask = torch.zeros((B, T), dtype=torch.bool)
+    labels = torch.full((B, T, K), IGNORE, dtype=torch.long)
+    frame_weights = torch.zeros((B, T), dtype=torch.float32)
+    attention_mask = torch.zeros((B, T), dtype=torch.long)
+    for b, (prompt, codes, weights) in enumerate(rows):
+        L, Fr = len(prompt), codes.shape[0]
+        input_ids[b, :L] = torch.tensor(prompt)
+        input_ids[b, L : L + Fr] = config.audio_token_id
+        input_ids[b, L + Fr] = config.audio_eos_token_id
+        audio_codes[b, L : L + Fr] = codes
+        audio_codes[b, L + Fr] = config.codebook_eos_token_id
+        audio_mask[b, L : L + Fr + 1] = True
+        labels[b, L : L + Fr + 1] = audio_codes[b, L : L + Fr + 1]
+        frame_weights[b, L : L + Fr] = weights
+        frame_weights[b, L + Fr] = 1.0  # learning to stop
+        attention_mask[b, : L + Fr + 1] = 1
+    return Batch(input_ids, audio_codes, audio_mask, labels, frame_weights, attention_mask,
+                 num_frames=sum(c.shape[0] for _, c, _ in rows))
+
+
+def csm_parts(model: Any) -> Any:
+    """The CsmForConditionalGeneration inside a peft wrapper (LoRA layers stay in place)."""
+    inner = model
+    while not hasattr(inner, "backbone_model"):
+        inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner.model
+    return inner
+
+
+def embed(model: Any, batch: Batch) -> torch.Tensor:
+    """inputs_embeds: text embeddings at text positions, summed codebook embeddings at audio ones."""
+    csm = csm_parts(model)
+    embeds = csm.embed_text_tokens(batch.input_ids.masked_fill(batch.audio_mask, 0))
+    audio = csm.backbone_model.embed_tokens(batch.audio_codes)  # (B, T, H): sum over codebooks
+    return torch.where(batch.audio_mask[..., None], audio.to(embeds.dtype), embeds)
+
+
+@dataclass
+class LossParts:
+    loss: torch.Tensor
+    backbone: torch.Tensor  # codebook-0 term (weighted)
+    depth: torch.Tensor  # codebooks 1..K-1 term (weighted)
+    frames: int
+
+
+def weighted_csm_loss(model: Any, batch: Batch, depth_frame_ratio: float = 1.0,
+                      generator: torch.Generator | None = None) -> LossParts:
+    csm = csm_parts(model)
+    hidden = csm.backbone_model(inputs_embeds=embed(model, batch),
+                                attention_mask=batch.attention_mask).last_hidden_state
+    # Backbone: position t-1 predicts codebook 0 of frame t.
+    targets0 = batch.labels[:, 1:, 0]
+    weights = batch.frame_weights[:, 1:]
+    is_target = targets0 != IGNORE
+    frames = int(is_target.sum())
+    logits0 = csm.lm_head(hidden[:, :-1])
+    ce0 = F.cross_entropy(logits0.float().transpose(1, 2), targets0, ignore_index=IGNORE, reduction="none")
+    backbone = (ce0 * weights).sum() / max(frames, 1)
+
+    # Depth decoder on all target frames, or a random share of them (Sesame: 1/16).
+    b_idx, t_idx = is_target.nonzero(as_tuple=True)
+    t_idx = t_idx + 1  # position in the sequence of the target frame
+    if depth_frame_ratio < 1.0:
+        keep = max(1, round(len(b_idx) * depth_frame_ratio))
+        chosen = torch.randperm(len(b_idx), generator=generator)[:keep].sort().values.to(b_idx.device)
+        b_idx, t_idx = b_idx[chosen], t_idx[chosen]
+    frame_codes = batch.labels[b_idx, t_idx]  # (N, K)
+    depth_inputs = F.pad(frame_codes[:, :-1], (1, 0), value=0)  # slot 0 takes the backbone state
+    depth_logits = csm.depth_decoder(
+        input_ids=depth_inputs, backbone_last_hidden_state=hidden[b_idx, t_idx - 1]
+    ).logits  # (N, K-1, V)
+    ce = F.cross_entropy(depth_logits.float().transpose(1, 2), frame_codes[:, 1:], reduction="none")
+    depth = (ce.mean(dim=1) * batch.frame_weights[b_idx, t_idx]).sum() / max(len(b_idx), 1)
+    return LossParts(backbone + depth, backbone.detach(), depth.detach(), frames)

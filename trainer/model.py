@@ -1,0 +1,77 @@
+"""CSM base model + LoRA adapters (transformers + peft).
+
+The base is `sesame/csm-1b`, a local path, or the offline tiny bundle; the codec inside CSM is
+never trained and LoRA never touches it (Mimi's attention layers share the q/k/v/o names).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from infra.settings import LoraSettings, Settings
+from preprocess.codec import TINY, resolve_device, tiny_bundle
+
+log = logging.getLogger(__name__)
+CODEC_MODULES = r".*codec_model.*"
+
+
+def base_model_source(settings: Settings) -> str:
+    return str(tiny_bundle(settings.cache_dir)) if settings.model == TINY else settings.model
+
+
+def load_base(settings: Settings) -> tuple[Any, Any]:
+    """(model, tokenizer) with every base weight frozen, on the configured device."""
+    from transformers import AutoTokenizer, CsmForConditionalGeneration
+
+    source = base_model_source(settings)
+    device = resolve_device(settings.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = CsmForConditionalGeneration.from_pretrained(source, dtype=dtype).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
+def lora_config(lora: LoraSettings) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules), exclude_modules=CODEC_MODULES, bias="none",
+    )
+
+
+def with_new_adapter(model: Any, settings: Settings) -> Any:
+    """A fresh LoRA adapter (initialised from the torch RNG, so seed first)."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(settings.train.lora))
+
+
+def with_adapter(model: Any, adapter_dir: Path, trainable: bool) -> Any:
+    """The base with a saved adapter loaded (to continue training it, or for inference)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+
+
+def trainable_parameters(model: Any) -> list[torch.nn.Parameter]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise RuntimeError("the model has no trainable parameters; is the LoRA adapter loaded as trainable?")
+    return params
+
+
+def check_codec_fits(model: Any, codec_info: dict) -> None:
+    """The shards' codes must come from this model's codec (same codebook count)."""
+    expected = model.config.num_codebooks
+    got = codec_info.get("num_codebooks")
+    if got is None or got < expected:
+        raise ValueError(
+            f"the data was encoded with codec {codec_info.get('name')!r} ({got} codebooks) but the model "
+            f"needs {expected}; preprocess again with the model's codec (SUARA_CODEC)"
+        )
