@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from infra.storage import Store
 
 
@@ -41,8 +43,10 @@ class ShardStream:
                 batch_size=batch_size, predownload=8 * batch_size, num_canonical_nodes=1,
                 shuffle_block_size=1 << 18,
             )
+        # A private generator: torch's DataLoader draws a seed from the global RNG each time an epoch
+        # starts, which would shift dropout after a resume that restarts iteration mid-epoch.
         self.loader = StreamingDataLoader(self.dataset, batch_size=batch_size, collate_fn=_collate,
-                                          num_workers=0)
+                                          num_workers=0, generator=torch.Generator().manual_seed(seed))
         self._run = run
 
     def __len__(self) -> int:

@@ -65,6 +65,7 @@ class PhaseTrainer:
         self.progress = progress
         self.scope = f"phase{phase}" + (f"/{speaker}" if speaker else "")
         self.step = 0
+        self.losses: list[float] = []  # total loss of each step this process ran
         self._stop_signal: int | None = None
 
     # -- setup ---------------------------------------------------------------------------------
@@ -141,8 +142,9 @@ class PhaseTrainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
+                self.losses.append(parts.loss.item())
                 bar.update(1)
-                bar.set_postfix(loss=f"{parts.loss.item():.3f}", c0=f"{parts.backbone.item():.3f}",
+                bar.set_postfix(loss=f"{self.losses[-1]:.3f}", c0=f"{parts.backbone.item():.3f}",
                                 lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
                                 gnorm=f"{float(grad_norm):.2f}", sps=f"{len(samples) / (time.perf_counter() - t0):.1f}")
                 if self.step % self.settings.train.log_every == 0:

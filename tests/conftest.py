@@ -1,0 +1,107 @@
+"""Shared fixtures: a real S3-compatible server on 127.0.0.1, one tiny-model cache, settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+BUCKET = "suara-test"
+
+
+@pytest.fixture(autouse=True)
+def _no_user_settings(monkeypatch):
+    """Tests see only the settings they set: a developer's SUARA_* variables are removed."""
+    for name in list(os.environ):
+        if name.startswith("SUARA_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache (tiny CSM bundle, streaming scratch) for the whole session."""
+    return tmp_path_factory.mktemp("suara-cache")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    from infra.s3server import local_s3
+
+    with local_s3(BUCKET) as url:
+        yield url
+
+
+def tiny_plan(steps: int = 12, lr: float = 2e-3, batch_size: int = 4) -> dict:
+    return {str(p): {"lr": lr, "max_steps": steps, "warmup_steps": 1, "batch_size": batch_size}
+            for p in (1, 2, 3, 4)}
+
+
+@pytest.fixture
+def make_settings(tmp_path, cache_dir):
+    """Settings on a fresh local store (or `store=`), the shared cache, small phases."""
+    from infra.settings import load_settings
+
+    def make(store: str | None = None, s3_endpoint_url: str | None = None, steps: int = 12, **overrides):
+        train = {"phases": tiny_plan(steps), "checkpoint_every": 4, **overrides.pop("train", {})}
+        return load_settings(
+            store=store or f"file://{tmp_path / 'store'}", s3_endpoint_url=s3_endpoint_url,
+            cache_dir=cache_dir, run_id=overrides.pop("run_id", "test"), train=train, **overrides,
+        )
+
+    return make
+
+
+def subprocess_env(settings, **extra: str) -> dict[str, str]:
+    """Environment that makes `python -m ...` children see the same settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUARA_")}
+    env.update({
+        "SUARA_STORE": settings.store,
+        "SUARA_RUN_ID": settings.run_id,
+        "SUARA_CACHE_DIR": str(settings.cache_dir),
+        "SUARA_SEED": str(settings.seed),
+        "SUARA_TRAIN__CHECKPOINT_EVERY": str(settings.train.checkpoint_every),
+        "PYTHONUNBUFFERED": "1",
+    })
+    for phase, plan in settings.train.phases.items():
+        for key, value in plan.model_dump().items():
+            env[f"SUARA_TRAIN__PHASES__{phase}__{key.upper()}"] = str(value)
+    if settings.s3_endpoint_url:
+        env["SUARA_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    env.update(extra)
+    return env
+
+
+PYTHON = sys.executable
+
+
+def small_corpus(dest: Path, ids: list[str]) -> Path:
+    """A copy of some sample-corpus rows (and their audio) in `dest`."""
+    import json
+
+    rows = [json.loads(line) for line in (SAMPLE / "manifest.jsonl").read_text().splitlines()]
+    chosen = [r for r in rows if r["id"] in set(ids)]
+    (dest / "audio").mkdir(parents=True, exist_ok=True)
+    for row in chosen:
+        shutil.copy(SAMPLE / row["audio"], dest / row["audio"])
+    (dest / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chosen))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def preprocessed_store(tmp_path_factory, cache_dir) -> str:
+    """A local store with the whole sample corpus preprocessed (run id `shared`); read-only use."""
+    from infra.settings import load_settings
+    from preprocess.pipeline import input_store, run
+
+    root = tmp_path_factory.mktemp("shared-store")
+    settings = load_settings(store=f"file://{root}", cache_dir=cache_dir, run_id="shared")
+    run(settings, input_store(None, settings), progress=False)
+    return settings.store

@@ -1,0 +1,74 @@
+"""Audio cleaning on real recordings: 24 kHz mono, trimmed edges, target loudness, clear errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile as sf
+
+from infra.settings import PreprocessSettings
+from preprocess.audio import AudioError, clean, decode
+from tests.conftest import SAMPLE
+
+SETTINGS = PreprocessSettings()
+
+
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name", ["cs_001_01.flac", "cs_002_02.wav", "cs_003_01.ogg", "cs_005_01.mp3"])
+def test_every_bundled_format_decodes_and_cleans_to_24k(name):
+    samples, rate = decode((SAMPLE / "audio" / name).read_bytes())
+    out = clean(samples, rate, SETTINGS)
+    assert out.dtype == np.float32 and out.ndim == 1
+    expected = samples.shape[0] / rate
+    assert abs(len(out) / 24_000 - expected) < expected * 0.5  # only edge silence may go
+    loudness = pyloudnorm.Meter(24_000).integrated_loudness(out.astype(np.float64))
+    assert abs(loudness - SETTINGS.target_lufs) < 1.0
+    assert np.max(np.abs(out)) <= 10 ** (SETTINGS.peak_dbfs / 20) + 1e-6
+
+
+def test_long_edge_silence_is_trimmed_to_the_kept_margin():
+    samples, rate = decode((SAMPLE / "audio" / "cs_001_01.flac").read_bytes())
+    padded = np.concatenate([np.zeros((3 * rate, 1), np.float32), samples, np.zeros((2 * rate, 1), np.float32)])
+    out = clean(padded, rate, SETTINGS)
+    voiced = np.flatnonzero(np.abs(out) > 1e-3)
+    lead, tail = voiced[0] / 24_000, (len(out) - voiced[-1]) / 24_000
+    assert lead <= 0.5 and tail <= 0.5
+
+
+def test_stereo_is_mixed_to_mono():
+    samples, rate = decode((SAMPLE / "audio" / "cs_001_01.flac").read_bytes())
+    stereo = np.concatenate([samples, samples * 0.5], axis=1)
+    samples2, rate2 = decode(wav_bytes(stereo, rate))
+    assert samples2.shape[1] == 2
+    assert clean(samples2, rate2, SETTINGS).ndim == 1
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"", "unreadable_audio"),
+    (b"RIFF....WAVEfmt garbage", "unreadable_audio"),
+])
+def test_undecodable_bytes_raise_with_a_reason(data, reason):
+    with pytest.raises(AudioError) as err:
+        decode(data)
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(("samples", "rate", "reason"), [
+    (np.random.default_rng(0).normal(0, 0.1, (8000 * 3, 1)).astype(np.float32), 8000, "low_sample_rate"),
+    (np.full((24_000, 1), np.nan, np.float32), 24_000, "non_finite_samples"),
+    (np.zeros((24_000 * 2, 1), np.float32), 24_000, "silent_audio"),
+    (np.random.default_rng(0).normal(0, 0.1, (24_000 * 30, 1)).astype(np.float32), 24_000,
+     "duration_out_of_bounds"),
+])
+def test_unusable_audio_raises_with_a_reason(samples, rate, reason):
+    with pytest.raises(AudioError) as err:
+        clean(samples, rate, SETTINGS)
+    assert err.value.reason == reason

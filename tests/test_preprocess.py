@@ -1,0 +1,113 @@
+"""Preprocessing end to end on real audio: shards, data manifest, and the quarantine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import soundfile as sf
+
+from infra.storage import Store
+from preprocess.manifest import read_manifest
+from preprocess.pipeline import input_store, run
+from preprocess.shards import COLUMNS, split_of
+from tests.conftest import SAMPLE, small_corpus
+
+
+def test_sample_corpus_becomes_shards_for_every_phase_and_speaker(preprocessed_store):
+    run_store = Store(preprocessed_store).child("runs/shared")
+    manifest = run_store.get_json("data/manifest.json")
+    rows = [json.loads(line) for line in (SAMPLE / "manifest.jsonl").read_text().splitlines()]
+    assert manifest["totals"]["rows"] == len(rows) == manifest["totals"]["samples"]
+    assert manifest["quarantine"]["count"] == 0
+    assert manifest["speakers"] == ["speaker_01", "speaker_02"]
+    buckets = manifest["buckets"]
+    for key in ("phase1/train", "phase2/train", "phase3/train", "phase4/speaker_01/train",
+                "phase4/speaker_02/train"):
+        assert buckets[key]["samples"] > 0, key
+    per_speaker = sum(v["samples"] for k, v in buckets.items() if k.startswith("phase4/"))
+    assert per_speaker == len(rows)
+    # Every shard file is listed with a checksum that matches.
+    for key, digest in manifest["files"].items():
+        assert run_store.sha256(key) == digest
+
+
+def test_shard_samples_carry_codes_tags_and_weights(preprocessed_store, tmp_path):
+    from streaming import StreamingDataset
+
+    run_store = Store(preprocessed_store).child("runs/shared")
+    ds = StreamingDataset(remote=run_store.uri("data/phase3/train"), local=str(tmp_path / "c"), batch_size=1)
+    sample = ds[0]
+    assert set(COLUMNS) <= set(sample)
+    assert sample["phase"] == 3 and any(w["lang"] == "particle" for w in sample["words"])
+    frames = sample["codes"].shape[0]
+    assert abs(frames - sample["duration_s"] * 12.5) <= 2
+    assert sample["frame_weights"].shape == (frames,) and np.all(sample["frame_weights"] == 1.0)
+    assert sample["split"] == split_of(sample["id"]) == "train"
+
+
+def test_split_is_deterministic_and_roughly_80_10_10():
+    splits = [split_of(f"utt_{i}") for i in range(5000)]
+    assert splits == [split_of(f"utt_{i}") for i in range(5000)]
+    share = {s: splits.count(s) / len(splits) for s in ("train", "val", "test")}
+    assert abs(share["train"] - 0.8) < 0.03 and abs(share["val"] - 0.1) < 0.02
+
+
+def test_broken_inputs_are_quarantined_with_reasons_and_nothing_else_is_lost(tmp_path, make_settings):
+    corpus = small_corpus(tmp_path / "corpus", ["ms_001_01", "en_002_02", "cs_001_01", "pa_001_01"])
+    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    (corpus / "audio" / "garbage.wav").write_bytes(b"RIFF0000WAVEnot really audio")
+    rng = np.random.default_rng(0)
+    sf.write(corpus / "audio" / "lowrate.wav", rng.normal(0, 0.1, 8000 * 2).astype(np.float32), 8000)
+    shutil.copy(corpus / rows[0]["audio"], corpus / "audio" / "copy.flac")
+    bad = [
+        {"id": "missing", "audio": "audio/nope.wav", "text": "Saya nak go", "speaker_id": "speaker_01"},
+        {"id": "garbage", "audio": "audio/garbage.wav", "text": "Saya nak go", "speaker_id": "speaker_01"},
+        {"id": "empty_text", "audio": rows[1]["audio"], "text": " ?! ", "speaker_id": "speaker_01"},
+        {"id": "lowrate", "audio": "audio/lowrate.wav", "text": "Saya nak go", "speaker_id": "speaker_01"},
+        {"id": "dup_audio", "audio": "audio/copy.flac", "text": "Selamat pagi", "speaker_id": "speaker_01"},
+        {"id": rows[2]["id"], "audio": rows[2]["audio"], "text": "again", "speaker_id": "speaker_01"},
+        {"id": "bad_tags", "audio": rows[3]["audio"], "text": "Boleh leh", "speaker_id": "speaker_02",
+         "word_langs": ["ms"]},
+        {"id": "no_speaker", "audio": rows[3]["audio"], "text": "Boleh leh"},
+    ]
+    lines = [json.dumps(r) for r in rows] + [json.dumps(r) for r in bad] + ["{not json"]
+    (corpus / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+
+    settings = make_settings()
+    report = run(settings, input_store(str(corpus), settings), progress=False)
+    run_store = Store(settings.store).child(settings.run_prefix)
+    quarantined = [json.loads(x) for x in run_store.get_bytes("quarantine.jsonl").decode().splitlines()]
+    reasons = {q["id"]: q["reason"] for q in quarantined}
+    assert reasons == {
+        "missing": "missing_audio", "garbage": "unreadable_audio", "empty_text": "empty_text",
+        "lowrate": "low_sample_rate", "dup_audio": "duplicate_audio", rows[2]["id"]: "duplicate_id",
+        "bad_tags": "tags_mismatch", "no_speaker": "malformed_row", "line_13": "malformed_row",
+    }
+    assert all(q["detail"] for q in quarantined)
+    assert report.samples == len(rows) and report.quarantined == len(bad) + 1
+    manifest = run_store.get_json("data/manifest.json")
+    assert manifest["quarantine"]["by_reason"]["malformed_row"] == 2
+
+
+def test_csv_manifest_with_seed_fields_is_read(tmp_path):
+    (tmp_path / "manifest.csv").write_text(
+        "audio,text,speaker_id,word_langs,particle_type,duration\n"
+        'a/x.wav,Boleh leh,spk,"[""ms"", ""particle""]",leh_question,1.5\n'
+        "a/y.wav,,spk,,,\n"
+    )
+    rows = list(read_manifest(Store(f"file://{tmp_path}")))
+    assert rows[0].id == "a_x" and rows[0].word_langs == ["ms", "particle"]
+    assert rows[0].custom == {"particle_type": "leh_question", "duration": "1.5"}
+    assert rows[1].reason == "malformed_row" and "text" in rows[1].detail
+
+
+def test_rerunning_rebuilds_the_same_data(tmp_path, make_settings):
+    corpus = small_corpus(tmp_path / "corpus", ["ms_001_01", "cs_001_01", "pa_001_01"])
+    settings = make_settings()
+    run(settings, input_store(str(corpus), settings), progress=False)
+    first = Store(settings.store).child(settings.run_prefix).get_json("data/manifest.json")
+    run(settings, input_store(str(corpus), settings), progress=False)
+    second = Store(settings.store).child(settings.run_prefix).get_json("data/manifest.json")
+    assert first["files"] == second["files"] and first["buckets"] == second["buckets"]
