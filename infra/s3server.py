@@ -22,9 +22,9 @@ class LocalS3:
     """Start with `start()`, stop with `stop()` (or use `local_s3()`); `endpoint_url` once started."""
 
     def __init__(self, port: int = 0):
-        from moto.server import ThreadedMotoServer
-
         import logging
+
+        from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from preprocess.codec import Codec, tiny_bundle
 from infra.storage import sha256_file
+from preprocess.codec import Codec, tiny_bundle
 
 
 def test_tiny_bundle_is_deterministic_across_builds(tmp_path, cache_dir):
@@ -23,6 +23,6 @@ def test_mimi_codes_have_12_5_frames_per_second_and_stay_in_the_codebook(cache_d
     codes = codec.encode(audio)
     assert codes.shape == (round(seconds * 12.5), codec.num_codebooks)
     assert codes.dtype == np.int16
-    assert 0 <= codes.min() and codes.max() < codec.model.config.codebook_size
+    assert codes.min() >= 0 and codes.max() < codec.model.config.codebook_size
     assert len(np.unique(codes)) > 1  # random codebooks, not the all-zero default
     assert codec.decode(codes).shape == (codes.shape[0] * 1920,)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from infra.storage import Store
+from tests.conftest import PYTHON, subprocess_env
 from trainer import exit_codes
 from trainer.checkpoint import Checkpoints
-from tests.conftest import PYTHON, subprocess_env
 
 STEPS, EVERY = 40, 4
 

@@ -88,8 +88,8 @@ class Checkpoints:
         self.keep_last = keep_last
 
     def steps(self) -> list[int]:
-        names = self.run.list_dirs(self.prefix)
-        return sorted(int(n[len(STEP_PREFIX):]) for n in names if n.startswith(STEP_PREFIX) and n[len(STEP_PREFIX):].isdigit())
+        digits = [n.removeprefix(STEP_PREFIX) for n in self.run.list_dirs(self.prefix) if n.startswith(STEP_PREFIX)]
+        return sorted(int(d) for d in digits if d.isdigit())
 
     def save(self, step: int, local: Path) -> str:
         """Commit the files in `local` as checkpoint `step`; then prune old ones."""
