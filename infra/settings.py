@@ -56,6 +56,12 @@ class PhasePlan(_Strict):
     max_steps: int = Field(gt=0)
     warmup_steps: int = Field(ge=0)
     batch_size: int = Field(default=4, gt=0)
+    # Loss weight of frames inside a particle word / near a language switch (the seed's emphasis).
+    particle_weight: float = Field(default=1.0, ge=0)
+    switch_weight: float = Field(default=1.0, ge=0)
+    # Share of each batch drawn from earlier phases' training data (0 = none).
+    replay_share: float = Field(default=0.0, ge=0, lt=1)
+    max_cost_usd: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> PhasePlan:
@@ -73,6 +79,32 @@ class LoraSettings(_Strict):
     )
 
 
+class BudgetSettings(_Strict):
+    """Money: the instance's hourly price (the launcher sets it) and the caps."""
+
+    hourly_price_usd: float = Field(default=0.0, ge=0)
+    max_cost_usd: float | None = Field(default=None, gt=0)  # the whole campaign (all phases)
+    # Used to refuse a phase whose remaining budget cannot pay one checkpoint interval, until a
+    # measured figure is available from an earlier attempt.
+    seconds_per_step_estimate: float = Field(default=1.0, gt=0)
+    heartbeat_s: float = Field(default=60.0, gt=0)
+
+
+class LoggingSettings(_Strict):
+    wandb_project: str = "suara"
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    val_every: int = Field(default=200, ge=0)  # 0 = never
+    val_batches: int = Field(default=4, gt=0)
+    audio_every: int = Field(default=0, ge=0)  # 0 = never; generating audio costs seconds
+    audio_max_seconds: float = Field(default=4.0, gt=0)
+
+
+class PreemptionSettings(_Strict):
+    # IMDSv2 base URL to poll for an AWS spot interruption notice (set only on AWS).
+    imds_url: str | None = None
+    imds_poll_s: float = Field(default=5.0, gt=0)
+
+
 class TrainSettings(_Strict):
     # The seed's plan lives in infra/defaults.yaml, so one field can be overridden without
     # restating the phase (sources deep-merge; model defaults would not).
@@ -82,6 +114,15 @@ class TrainSettings(_Strict):
     grad_clip: float = Field(default=0.3, gt=0)
     checkpoint_every: int = Field(default=100, gt=0)
     keep_last_checkpoints: int = Field(default=3, gt=0)
+    # lora: adapters on a frozen base; full: every weight but the codec (a new language on 24 GB).
+    mode: Literal["lora", "full"] = "lora"
+    # Length bucketing: batches are cut from a window of this many batches' samples sorted by
+    # length, each under `frame_budget` padded frames (None: just `batch_size` samples).
+    bucket_window_batches: int = Field(default=8, gt=0)
+    frame_budget: int | None = Field(default=None, gt=0)
+    # Share of targets trained with a reference clip of the same speaker before them (its frames
+    # are context, never targets): voice-cloning-style conversations.
+    context_share: float = Field(default=0.0, ge=0, le=1)
     # Share of audio frames the depth decoder (codebooks 1..K-1) is trained on; Sesame used 1/16.
     depth_decoder_frame_ratio: float = Field(default=1.0, gt=0, le=1)
     log_every: int = Field(default=10, gt=0)
@@ -133,6 +174,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     preprocess: PreprocessSettings = Field(default_factory=PreprocessSettings)
     train: TrainSettings
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    preemption: PreemptionSettings = Field(default_factory=PreemptionSettings)
 
     @field_validator("store")
     @classmethod

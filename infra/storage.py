@@ -89,6 +89,33 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot read {self.uri(key)}: {exc}") from exc
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create `key` only if no object has that key; False if one exists. Atomic on both backends:
+        O_EXCL on a local folder, a conditional PUT (`If-None-Match: *`) on S3."""
+        path = self._path(key)
+        if self.scheme == "file":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(path, "xb") as fh:
+                    fh.write(data)
+            except FileExistsError:
+                return False
+            return True
+        bucket, _, name = path.partition("/")
+        try:
+            self.fs.call_s3("put_object", Bucket=bucket, Key=name, Body=data, IfNoneMatch="*")
+        except FileExistsError:  # s3fs's mapping of 412 Precondition Failed
+            return False
+        except OSError as exc:
+            if "NotImplemented" not in str(exc):
+                raise StoreError(f"cannot write {self.uri(key)}: {exc}") from exc
+            # A server without conditional writes: read-check-write, which narrows but cannot close
+            # the race; fencing re-checks after writing.
+            if self.exists(key):
+                return False
+            self.put_bytes(key, data)
+        return True
+
     def put_text(self, key: str, text: str) -> None:
         self.put_bytes(key, text.encode("utf-8"))
 

@@ -50,13 +50,23 @@ def make_settings(tmp_path, cache_dir):
     from infra.settings import load_settings
 
     def make(store: str | None = None, s3_endpoint_url: str | None = None, steps: int = 12, **overrides):
-        train = {"phases": tiny_plan(steps), "checkpoint_every": 4, **overrides.pop("train", {})}
+        train = _deep_merge({"phases": tiny_plan(steps), "checkpoint_every": 4}, overrides.pop("train", {}))
+        # W&B is off unless a test is about logging: it costs seconds per trainer.
+        logging = {"wandb_mode": "disabled", "val_every": 0, **overrides.pop("logging", {})}
         return load_settings(
             store=store or f"file://{tmp_path / 'store'}", s3_endpoint_url=s3_endpoint_url,
-            cache_dir=cache_dir, run_id=overrides.pop("run_id", "test"), train=train, **overrides,
+            cache_dir=cache_dir, run_id=overrides.pop("run_id", "test"), train=train, logging=logging,
+            **overrides,
         )
 
     return make
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def subprocess_env(settings, **extra: str) -> dict[str, str]:
@@ -68,11 +78,15 @@ def subprocess_env(settings, **extra: str) -> dict[str, str]:
         "SUARA_CACHE_DIR": str(settings.cache_dir),
         "SUARA_SEED": str(settings.seed),
         "SUARA_TRAIN__CHECKPOINT_EVERY": str(settings.train.checkpoint_every),
+        "SUARA_TRAIN__LOG_EVERY": str(settings.train.log_every),
+        "SUARA_LOGGING__WANDB_MODE": settings.logging.wandb_mode,
+        "SUARA_LOGGING__VAL_EVERY": str(settings.logging.val_every),
         "PYTHONUNBUFFERED": "1",
     })
     for phase, plan in settings.train.phases.items():
         for key, value in plan.model_dump().items():
-            env[f"SUARA_TRAIN__PHASES__{phase}__{key.upper()}"] = str(value)
+            if value is not None:
+                env[f"SUARA_TRAIN__PHASES__{phase}__{key.upper()}"] = str(value)
     if settings.s3_endpoint_url:
         env["SUARA_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
     env.update(extra)

@@ -45,8 +45,8 @@ def test_checkpoints_are_written_every_k_steps_and_pruned(store_with_data, make_
     run = Store(settings.store).child(settings.run_prefix)
     assert Checkpoints(run, "phase1", 2).steps() == [9, 12]
     manifest = run.get_json("checkpoints/phase1/step_000012/manifest.json")
-    assert set(manifest["objects"]) == {"adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-                                        "adapter/README.md", "training_state.pt", "rng.pt", "state.json"}
+    assert set(manifest["objects"]) == {"weights/adapter_config.json", "weights/adapter_model.safetensors",
+                                        "weights/README.md", "training_state.pt", "rng.pt", "state.json"}
 
 
 def test_each_phase_starts_from_the_previous_phases_adapter(store_with_data, make_settings, tmp_path):
@@ -80,8 +80,8 @@ def test_phase4_trains_one_adapter_per_speaker(store_with_data, make_settings):
 
 def _commit(tmp_path, run, step, payload=b"weights"):
     local = tmp_path / f"ck{step}"
-    (local / "adapter").mkdir(parents=True)
-    (local / "adapter" / "w.bin").write_bytes(payload)
+    (local / "weights").mkdir(parents=True)
+    (local / "weights" / "w.bin").write_bytes(payload)
     (local / "state.json").write_text(f'{{"step": {step}}}')
     Checkpoints(run, "phase1", keep_last=5).save(step, local)
 
@@ -92,12 +92,37 @@ def test_resume_skips_a_damaged_or_uncommitted_newest_checkpoint(tmp_path):
     for step in (4, 8, 12):
         _commit(tmp_path, run, step)
     # step 12: an object truncated after commit; step 16: objects without a manifest (died mid-upload)
-    run.put_bytes("checkpoints/phase1/step_000012/adapter/w.bin", b"weig")
-    run.put_bytes("checkpoints/phase1/step_000016/adapter/w.bin", b"weights")
+    run.put_bytes("checkpoints/phase1/step_000012/weights/w.bin", b"weig")
+    run.put_bytes("checkpoints/phase1/step_000016/weights/w.bin", b"weights")
     restored = ckpts.restore_latest(tmp_path)
     assert restored is not None and restored.step == 8
-    assert (restored.directory / "adapter" / "w.bin").read_bytes() == b"weights"
+    assert (restored.directory / "weights" / "w.bin").read_bytes() == b"weights"
 
 
 def test_no_checkpoint_means_a_fresh_start(tmp_path):
     assert Checkpoints(Store(f"file://{tmp_path}"), "phase1", 3).restore_latest(tmp_path) is None
+
+
+def test_full_fine_tune_trains_every_weight_but_the_codec(store_with_data, make_settings, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    settings = make_settings(store=store_with_data, run_id="shared", steps=3, train={"mode": "full"})
+    trainer, code = train(settings, 1)
+    assert code == 0
+    run = Store(settings.store).child(settings.run_prefix)
+    manifest = fetch_adapter(run, 1, None, tmp_path / "full")
+    assert manifest["mode"] == "full"
+    from preprocess.codec import tiny_bundle
+
+    before = load_file(tiny_bundle(settings.cache_dir) / "model.safetensors")
+    after = load_file(tmp_path / "full" / "model.safetensors")
+    changed = {k for k in before if k in after and not torch.equal(before[k], after[k])}
+    assert any(k.startswith("backbone_model.") for k in changed)
+    assert any(k.startswith("depth_decoder.") for k in changed)
+    assert not any(k.startswith("codec_model.") for k in changed)
+    trainer2, code2 = train(settings, 2)  # continues from phase 1's full weights
+    assert code2 == 0
+    lora = make_settings(store=store_with_data, run_id="shared", steps=3)
+    with pytest.raises(ValueError, match="one mode for every phase"):
+        train(lora, 3)

@@ -74,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(settings, args) -> int:
+    import os
+
+    from trainer.preemption import imds_url_for
     from trainer.train import PhaseTrainer, speakers_of
+
+    if settings.preemption.imds_url is None:
+        settings.preemption.imds_url = imds_url_for(dict(os.environ))
 
     if args.phase == 4:
         speakers = [args.speaker] if args.speaker else speakers_of(settings)

@@ -1,15 +1,17 @@
 """Checkpoints and published adapters in the store, each committed by a manifest written last.
 
 A checkpoint lives under `checkpoints/<scope>/step_000500/` and holds:
-    adapter/adapter_model.safetensors, adapter/adapter_config.json   LoRA weights (peft format)
+    weights/              the LoRA adapter (peft format), or the full model in full fine-tune mode
     training_state.pt     optimizer and LR-scheduler state
     rng.pt                python, numpy, torch (and CUDA) RNG states
     state.json            step, seed, phase, speaker, data-loader position, resolved settings
     manifest.json         sha256 of every object above: written last, so its presence commits
+and then `checkpoints/<scope>/latest.json` points at it (the small pointer object, last of all).
 
 S3 has no atomic rename, so "complete" means "manifest present and every checksum matches".
-Resume takes the newest complete checkpoint and falls back to older ones if one is damaged.
-Objects are never overwritten in place: each step gets a new zero-padded prefix.
+Resume starts from the pointer's checkpoint and falls back to the newest other one that verifies.
+Objects are never overwritten in place: each step gets a new zero-padded prefix. The last N
+checkpoints are kept, plus the scope's final one (`final.json` names it).
 A phase's final adapter is published the same way under `adapters/phase<N>[/<speaker>]/`.
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.storage import Store, StoreError, sha256_file
+from trainer.fence import Fence
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -91,24 +94,49 @@ class Checkpoints:
         digits = [n.removeprefix(STEP_PREFIX) for n in self.run.list_dirs(self.prefix) if n.startswith(STEP_PREFIX)]
         return sorted(int(d) for d in digits if d.isdigit())
 
-    def save(self, step: int, local: Path) -> str:
-        """Commit the files in `local` as checkpoint `step`; then prune old ones."""
+    def save(self, step: int, local: Path, fence: Fence | None = None, final: bool = False) -> str:
+        """Commit the files in `local` as checkpoint `step`, move the pointer, prune old ones.
+        Raises trainer.fence.Fenced (before writing anything it can avoid) if superseded."""
         prefix = f"{self.prefix}/{step_name(step)}"
+        if fence is not None:
+            fence.check()
         # A leftover incomplete prefix for this step (a crash mid-upload) is replaced, never merged.
         self.run.delete(prefix)
         upload_dir(local, self.run, prefix, {"step": step})
+        if fence is not None:
+            fence.check()
+        self.run.put_json(f"{self.prefix}/latest.json",
+                          {"step": step, "generation": fence.generation if fence else None})
+        if final:
+            self.mark_final(step)
         self._prune(keep=step)
         return self.run.uri(prefix)
 
+    def mark_final(self, step: int) -> None:
+        """Keep checkpoint `step` past pruning as the scope's final one."""
+        self.run.put_json(f"{self.prefix}/final.json", {"step": step})
+
+    def _pointer(self, name: str) -> int | None:
+        try:
+            return int(self.run.get_json(f"{self.prefix}/{name}")["step"])
+        except (FileNotFoundError, KeyError, ValueError, TypeError):
+            return None
+
     def _prune(self, keep: int) -> None:
-        steps = self.steps()
-        for old in steps[: max(0, len(steps) - self.keep_last)]:
+        final = self._pointer("final.json")
+        steps = [s for s in self.steps() if s != final]
+        for old in steps[: -self.keep_last]:
             if old != keep:
                 self.run.delete(f"{self.prefix}/{step_name(old)}")
 
     def restore_latest(self, workdir: Path) -> Restored | None:
-        """The newest checkpoint that verifies, downloaded into `workdir`; None if there is none."""
-        for step in reversed(self.steps()):
+        """The pointer's checkpoint, else the newest that verifies, downloaded into `workdir`."""
+        pointer = self._pointer("latest.json")
+        order = sorted(self.steps(), reverse=True)
+        if pointer in order:
+            order.remove(pointer)
+            order.insert(0, pointer)
+        for step in order:
             target = Path(tempfile.mkdtemp(prefix=f"{step_name(step)}-", dir=workdir))
             try:
                 download_verified(self.run, f"{self.prefix}/{step_name(step)}", target)

@@ -41,45 +41,76 @@ class Batch:
         return Batch(**moved)
 
 
-def build_batch(samples: list[dict[str, Any]], tokenizer: Any, config: Any,
-                speaker_index: dict[str, int]) -> Batch:
-    """Samples from the shards -> model inputs. The prompt is CSM's `[speaker]text` turn:
-    <|begin_of_text|>[0]text<|end_of_text|> followed by the audio frames and <|audio_eos|>."""
-    K = config.num_codebooks
-    rows = []
-    for sample in samples:
-        speaker = speaker_index[sample["speaker_id"]]
-        text_ids = tokenizer(f"[{speaker}]{sample['normalized']}", add_special_tokens=False)["input_ids"]
-        prompt = [config.bos_token_id, *text_ids, tokenizer.convert_tokens_to_ids(tokenizer.eos_token)]
-        codes = torch.tensor(np.asarray(sample["codes"]), dtype=torch.long)
-        if codes.ndim != 2 or codes.shape[1] < K:
-            raise ValueError(f"sample {sample['id']}: codes shape {tuple(codes.shape)} has fewer than {K} codebooks")
-        codes = codes[:, :K]
-        weights = torch.tensor(np.asarray(sample["frame_weights"]), dtype=torch.float32)
-        rows.append((prompt, codes, weights))
+def frame_weights(sample: dict[str, Any], particle_weight: float = 1.0, switch_weight: float = 1.0) -> np.ndarray:
+    """Loss weight per frame: the sample's base weights times the emphasis of its masked frames
+    (`particle_mask`: frames inside a particle word; `switch_mask`: frames near a language switch)."""
+    weights = np.array(sample["frame_weights"], dtype=np.float32)
+    for key, factor in (("particle_mask", particle_weight), ("switch_mask", switch_weight)):
+        mask = sample.get(key)
+        if mask is not None and factor != 1.0:
+            weights *= 1.0 + (factor - 1.0) * np.asarray(mask, dtype=np.float32)
+    return weights
 
-    T = max(len(p) + c.shape[0] + 1 for p, c, _ in rows)
+
+def turn_ids(tokenizer: Any, config: Any, speaker: int, text: str) -> list[int]:
+    text_ids = tokenizer(f"[{speaker}]{text}", add_special_tokens=False)["input_ids"]
+    return [config.bos_token_id, *text_ids, tokenizer.convert_tokens_to_ids(tokenizer.eos_token)]
+
+
+def _codes(sample: dict[str, Any], K: int) -> torch.Tensor:
+    codes = torch.tensor(np.asarray(sample["codes"]), dtype=torch.long)
+    if codes.ndim != 2 or codes.shape[1] < K:
+        raise ValueError(f"sample {sample['id']}: codes shape {tuple(codes.shape)} has fewer than {K} codebooks")
+    return codes[:, :K]
+
+
+def build_batch(samples: list[dict[str, Any]], tokenizer: Any, config: Any, speaker_index: dict[str, int],
+                particle_weight: float = 1.0, switch_weight: float = 1.0,
+                contexts: list[dict[str, Any] | None] | None = None) -> Batch:
+    """Samples from the shards -> model inputs. Each row is CSM's conversation format:
+    an optional context turn (a reference clip of the same speaker: its text and audio, never
+    trained on), then the target turn `<|begin_of_text|>[speaker]text<|end_of_text|>`, its audio
+    frames and `<|audio_eos|>`. Only the target turn's frames (and its EOS frame) are targets."""
+    K = config.num_codebooks
+    contexts = contexts or [None] * len(samples)
+    rows = []
+    for sample, context in zip(samples, contexts, strict=True):
+        speaker = speaker_index[sample["speaker_id"]]
+        segments = []  # (prompt ids, codes, weights or None for context)
+        if context is not None:
+            segments.append((turn_ids(tokenizer, config, speaker, context["normalized"]), _codes(context, K), None))
+        weights = torch.from_numpy(frame_weights(sample, particle_weight, switch_weight))
+        segments.append((turn_ids(tokenizer, config, speaker, sample["normalized"]), _codes(sample, K), weights))
+        rows.append(segments)
+
+    T = max(sum(len(p) + c.shape[0] + 1 for p, c, _ in segs) for segs in rows)
     B = len(rows)
     input_ids = torch.full((B, T), config.pad_token_id, dtype=torch.long)
     audio_codes = torch.zeros((B, T, K), dtype=torch.long)
     audio_mask = torch.zeros((B, T), dtype=torch.bool)
     labels = torch.full((B, T, K), IGNORE, dtype=torch.long)
-    frame_weights = torch.zeros((B, T), dtype=torch.float32)
+    weights_bt = torch.zeros((B, T), dtype=torch.float32)
     attention_mask = torch.zeros((B, T), dtype=torch.long)
-    for b, (prompt, codes, weights) in enumerate(rows):
-        L, Fr = len(prompt), codes.shape[0]
-        input_ids[b, :L] = torch.tensor(prompt)
-        input_ids[b, L : L + Fr] = config.audio_token_id
-        input_ids[b, L + Fr] = config.audio_eos_token_id
-        audio_codes[b, L : L + Fr] = codes
-        audio_codes[b, L + Fr] = config.codebook_eos_token_id
-        audio_mask[b, L : L + Fr + 1] = True
-        labels[b, L : L + Fr + 1] = audio_codes[b, L : L + Fr + 1]
-        frame_weights[b, L : L + Fr] = weights
-        frame_weights[b, L + Fr] = 1.0  # learning to stop
-        attention_mask[b, : L + Fr + 1] = 1
-    return Batch(input_ids, audio_codes, audio_mask, labels, frame_weights, attention_mask,
-                 num_frames=sum(c.shape[0] for _, c, _ in rows))
+    target_frames = 0
+    for b, segments in enumerate(rows):
+        pos = 0
+        for prompt, codes, weights in segments:
+            L, Fr = len(prompt), codes.shape[0]
+            input_ids[b, pos : pos + L] = torch.tensor(prompt)
+            start = pos + L
+            input_ids[b, start : start + Fr] = config.audio_token_id
+            input_ids[b, start + Fr] = config.audio_eos_token_id
+            audio_codes[b, start : start + Fr] = codes
+            audio_codes[b, start + Fr] = config.codebook_eos_token_id
+            audio_mask[b, start : start + Fr + 1] = True
+            if weights is not None:  # a target turn; context turns stay IGNORE with weight 0
+                labels[b, start : start + Fr + 1] = audio_codes[b, start : start + Fr + 1]
+                weights_bt[b, start : start + Fr] = weights
+                weights_bt[b, start + Fr] = 1.0  # learning to stop
+                target_frames += Fr
+            pos = start + Fr + 1
+        attention_mask[b, :pos] = 1
+    return Batch(input_ids, audio_codes, audio_mask, labels, weights_bt, attention_mask, num_frames=target_frames)
 
 
 def csm_parts(model: Any) -> Any:
@@ -100,9 +131,11 @@ def embed(model: Any, batch: Batch) -> torch.Tensor:
 
 @dataclass
 class LossParts:
-    loss: torch.Tensor
-    backbone: torch.Tensor  # codebook-0 term (weighted)
-    depth: torch.Tensor  # codebooks 1..K-1 term (weighted)
+    loss: torch.Tensor  # what is optimised: backbone + depth, weighted
+    backbone: torch.Tensor  # codebook-0 term (weighted), detached
+    depth: torch.Tensor  # codebooks 1..K-1 term (weighted), detached
+    backbone_unweighted: torch.Tensor  # the same terms with every target frame at weight 1
+    depth_unweighted: torch.Tensor
     frames: int
 
 
@@ -119,6 +152,7 @@ def weighted_csm_loss(model: Any, batch: Batch, depth_frame_ratio: float = 1.0,
     logits0 = csm.lm_head(hidden[:, :-1])
     ce0 = F.cross_entropy(logits0.float().transpose(1, 2), targets0, ignore_index=IGNORE, reduction="none")
     backbone = (ce0 * weights).sum() / max(frames, 1)
+    backbone_unweighted = ce0.detach().sum() / max(frames, 1)
 
     # Depth decoder on all target frames, or a random share of them (Sesame: 1/16).
     b_idx, t_idx = is_target.nonzero(as_tuple=True)
@@ -133,5 +167,8 @@ def weighted_csm_loss(model: Any, batch: Batch, depth_frame_ratio: float = 1.0,
         input_ids=depth_inputs, backbone_last_hidden_state=hidden[b_idx, t_idx - 1]
     ).logits  # (N, K-1, V)
     ce = F.cross_entropy(depth_logits.float().transpose(1, 2), frame_codes[:, 1:], reduction="none")
-    depth = (ce.mean(dim=1) * batch.frame_weights[b_idx, t_idx]).sum() / max(len(b_idx), 1)
-    return LossParts(backbone + depth, backbone.detach(), depth.detach(), frames)
+    per_frame = ce.mean(dim=1)
+    depth = (per_frame * batch.frame_weights[b_idx, t_idx]).sum() / max(len(b_idx), 1)
+    depth_unweighted = per_frame.detach().sum() / max(len(b_idx), 1)
+    return LossParts(backbone + depth, backbone.detach(), depth.detach(), backbone_unweighted,
+                     depth_unweighted, frames)

@@ -23,17 +23,41 @@ def base_model_source(settings: Settings) -> str:
     return str(tiny_bundle(settings.cache_dir)) if settings.model == TINY else settings.model
 
 
-def load_base(settings: Settings) -> tuple[Any, Any]:
-    """(model, tokenizer) with every base weight frozen, on the configured device."""
+def load_base(settings: Settings, weights: Path | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) with every weight frozen, on the configured device. `weights`: a saved
+    full fine-tune to load instead of the base weights (the tokenizer is always the base's)."""
     from transformers import AutoTokenizer, CsmForConditionalGeneration
 
     source = base_model_source(settings)
     device = resolve_device(settings.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = CsmForConditionalGeneration.from_pretrained(source, dtype=dtype).to(device)
+    model = CsmForConditionalGeneration.from_pretrained(str(weights or source), dtype=dtype).to(device)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model.requires_grad_(False)
     return model, tokenizer
+
+
+def load_trainable(settings: Settings, weights: Path | None) -> tuple[Any, Any]:
+    """The model to train and its tokenizer. LoRA mode: the frozen base plus the adapter in
+    `weights` (a fresh one, initialised from the torch RNG, when None). Full mode: every weight but
+    the codec trainable, starting from the full model in `weights` or the base."""
+    if settings.train.mode == "full":
+        model, tokenizer = load_base(settings, weights)
+        for name, param in model.named_parameters():
+            param.requires_grad_(not name.startswith("codec_model."))
+        return model, tokenizer
+    base, tokenizer = load_base(settings)
+    model = with_new_adapter(base, settings) if weights is None else with_adapter(base, weights, trainable=True)
+    return model, tokenizer
+
+
+def load_for_inference(settings: Settings, weights: Path, mode: str) -> tuple[Any, Any]:
+    """A published phase (LoRA adapter merged into the base, or a full fine-tune), in eval mode."""
+    if mode == "full":
+        model, tokenizer = load_base(settings, weights)
+        return model.eval(), tokenizer
+    base, tokenizer = load_base(settings)
+    return with_adapter(base, weights, trainable=False).merge_and_unload().eval(), tokenizer
 
 
 def lora_config(lora: LoraSettings) -> Any:

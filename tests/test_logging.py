@@ -1,0 +1,37 @@
+"""Logging: validation per category, W&B offline runs that continue under the same id."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+from trainer.train import PhaseTrainer
+
+
+def test_validation_reports_each_category_and_wandb_resumes_the_same_run(preprocessed_store, tmp_path,
+                                                                        make_settings):
+    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), tmp_path / "store")
+    settings = make_settings(store=f"file://{tmp_path / 'store'}", run_id="shared", steps=6,
+                             logging={"wandb_mode": "offline", "val_every": 3, "val_batches": 1},
+                             train={"log_every": 1})
+    first = PhaseTrainer(settings, 1, progress=False, max_steps=3)
+    try:
+        first.setup()
+        results = first.validate()
+        assert set(results) == {"val/single_language", "val/code_switched", "val/particle"}
+        assert all(math.isfinite(v) and v > 0 for v in results.values())
+        assert first.train() == 0
+        run_id = first.logger.run_id
+    finally:
+        first.cleanup()
+    offline = list((settings.cache_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert offline and offline[0].stat().st_size > 0
+
+    # A new process for the same scope (here: more steps) continues the same W&B run.
+    again = PhaseTrainer(settings, 1, progress=False, max_steps=6)
+    try:
+        again.setup()
+        assert again.step == 3 and again.logger.run_id == run_id
+    finally:
+        again.cleanup()

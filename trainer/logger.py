@@ -1,0 +1,61 @@
+"""Weights & Biases logging: offline unless a key is set, one run id per training scope for life.
+
+The run id is stored in every checkpoint, so a resumed phase appends to the same W&B run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+RETRIES = 5
+RETRY_WAIT_S = 2.0
+
+
+class RunLogger:
+    def __init__(self, settings: Settings, scope: str, run_id: str | None):
+        import wandb
+
+        self._wandb = wandb
+        mode = settings.logging.wandb_mode
+        # Online only when asked for and a key exists; never fail a training job over logging.
+        if mode == "online" and not os.environ.get("WANDB_API_KEY"):
+            mode = "offline"
+        run_id = run_id or wandb.util.generate_id()
+        # Offline runs stay on disk for `wandb sync` (cache_dir/wandb/offline-run-*).
+        wandb_dir = Path(settings.cache_dir)
+        wandb_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(RETRIES + 1):
+            try:
+                self.run = wandb.init(
+                    project=settings.logging.wandb_project, name=f"{settings.run_id}/{scope}", id=run_id,
+                    resume="allow", mode=mode if attempt < RETRIES else "disabled", dir=str(wandb_dir),
+                    config=settings.model_dump(mode="json"), settings=wandb.Settings(silent=True, console="off"),
+                )
+                break
+            except Exception as exc:  # noqa: BLE001 - logging must never stop training
+                # After a hard kill the old process's W&B service may hold the run id for a moment.
+                log.warning("W&B init failed (%s); retrying in %.0f s", exc, RETRY_WAIT_S)
+                time.sleep(RETRY_WAIT_S)
+        if attempt == RETRIES:
+            log.warning("W&B logging disabled for this attempt: run id %s stayed unavailable", run_id)
+        self.run_id = run_id
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.run.log(values, step=step)
+
+    def log_audio(self, step: int, clips: dict[str, np.ndarray], sample_rate: int) -> None:
+        self.run.log({f"audio/{name}": self._wandb.Audio(audio, sample_rate=sample_rate)
+                      for name, audio in clips.items()}, step=step)
+
+    def close(self) -> None:
+        self.run.finish(quiet=True)
+
+
