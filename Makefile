@@ -12,6 +12,9 @@ TO     ?= adapters/$(RUN)/phase$(PHASE)
 IMAGE  ?= suara
 TAG    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 REGISTRY ?=
+RAW_INPUT ?=
+AUDIO_HOURS ?= 20
+SPEAKERS ?= 2
 # The local run reads configs/local.yaml unless SUARA_CONFIG names another file.
 LOCAL_CONFIG ?= $(or $(SUARA_CONFIG),configs/local.yaml)
 
@@ -26,7 +29,7 @@ help:
 	@echo "make bench          benchmarks"
 	@echo "make lint           ruff + hadolint"
 	@echo "make train-all      preprocess + phases 1-4 locally on the embedded defaults"
-	@echo "make train-all CLOUD=1   the same as SkyPilot managed jobs (sky/pipeline.yaml)"
+	@echo "make train-all CLOUD=1 [RAW_INPUT=s3://...] [AUDIO_HOURS=20]   cost check, then SkyPilot managed jobs"
 	@echo "make pull-adapters RUN=... PHASE=3 [TO=dir]   download + verify an adapter"
 	@echo "make image | make push REGISTRY=..."
 
@@ -64,8 +67,10 @@ train-local: setup
 	done
 	@SUARA_CONFIG=$(LOCAL_CONFIG) $(BIN)/python -m trainer adapters
 
+# Estimates the cost (refusing over SUARA_BUDGET__MAX_COST_USD), then launches the managed pipeline.
 train-cloud: setup
-	$(BIN)/python -m infra launch sky/pipeline.yaml
+	$(BIN)/python -m infra launch sky/pipeline.yaml $(if $(RAW_INPUT),--raw-input $(RAW_INPUT)) \
+		--audio-hours $(AUDIO_HOURS) --speakers $(SPEAKERS)
 
 pull-adapters: setup
 	$(BIN)/python -m trainer --run-id $(RUN) pull --phase $(PHASE) --to $(TO)

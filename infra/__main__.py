@@ -15,10 +15,25 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("settings", help="print the resolved settings as JSON")
     show.add_argument("--config", help="YAML settings file (default: $SUARA_CONFIG)")
+    cost = sub.add_parser("cost", help="estimate the campaign's cost per GPU option, cheapest first")
+    cost.add_argument("--config", help="YAML settings file (default: $SUARA_CONFIG)")
+    cost.add_argument("--audio-hours", type=float, default=20.0, help="hours of audio to preprocess")
+    cost.add_argument("--speakers", type=int, default=2, help="phase 4 trains one adapter per speaker")
+    cost.add_argument("--prices", type=Path, help="a price file overriding infra/prices.yaml")
+    cost.add_argument("--max-hourly", type=float, help="leave out options above this $/h")
+    iam = sub.add_parser("iam-policy", help="print a least-privilege IAM policy for the store prefix")
+    iam.add_argument("--store", required=True, help="s3://bucket/prefix")
+    iam.add_argument("--raw-input", help="s3:// prefix of the raw corpus (read-only)")
+    life = sub.add_parser("lifecycle", help="print S3 lifecycle rules expiring old checkpoints")
+    life.add_argument("--store", required=True, help="s3://bucket/prefix")
+    life.add_argument("--run-id", action="append", default=[], help="a run whose checkpoints expire")
+    life.add_argument("--days", type=int, default=30)
     launch = sub.add_parser("launch", help="launch a SkyPilot pipeline YAML as managed jobs")
     launch.add_argument("pipeline", type=Path, help="e.g. sky/pipeline.yaml")
     launch.add_argument("--config", help="YAML settings file (default: $SUARA_CONFIG)")
     launch.add_argument("--raw-input", help="s3:// prefix of the raw corpus for the preprocess task")
+    launch.add_argument("--audio-hours", type=float, default=20.0, help="for the cost estimate")
+    launch.add_argument("--speakers", type=int, default=2, help="for the cost estimate")
     s3 = sub.add_parser("s3-server", help="run a local S3-compatible endpoint on 127.0.0.1 until Ctrl-C")
     s3.add_argument("--port", type=int, default=9000)
     s3.add_argument("--bucket", default="suara")
@@ -34,13 +49,42 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(settings.model_dump(mode="json"), indent=2))
         return 0
 
+    if args.command in ("iam-policy", "lifecycle"):
+        from infra.iam import iam_policy, lifecycle_rules
+
+        try:
+            doc = (iam_policy(args.store, args.raw_input) if args.command == "iam-policy"
+                   else lifecycle_rules(args.store, args.run_id, args.days))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(doc, indent=2))
+        return 0
+
+    if args.command == "cost":
+        from infra.cost import CostError, check_cap, estimate, load_prices, render
+        from infra.settings import SettingsError, load_settings
+
+        try:
+            settings = load_settings(args.config)
+            prices = load_prices(args.prices)
+            estimates = estimate(settings, args.audio_hours, args.speakers, prices, args.max_hourly)
+            print(render(estimates, prices))
+            check_cap(estimates, settings.budget.max_cost_usd)
+        except (SettingsError, CostError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
     if args.command == "launch":
+        from infra.cost import CostError
         from infra.launch import LaunchError, launch
         from infra.settings import SettingsError, load_settings
 
         try:
-            return launch(args.pipeline, load_settings(args.config), args.raw_input, dict(os.environ))
-        except (SettingsError, LaunchError) as exc:
+            return launch(args.pipeline, load_settings(args.config), args.raw_input, dict(os.environ),
+                          args.audio_hours, args.speakers)
+        except (SettingsError, LaunchError, CostError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
 

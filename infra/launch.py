@@ -74,7 +74,31 @@ def check_launchable(settings: Settings, clouds: list[str]) -> None:
         raise LaunchError("cannot launch the cloud pipeline:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def launch(pipeline: Path, settings: Settings, raw_input: str | None, environ: dict[str, str]) -> int:
+def launch(pipeline: Path, settings: Settings, raw_input: str | None, environ: dict[str, str],
+           audio_hours: float = 20.0, speakers: int = 2) -> int:
+    from infra.cost import check_cap, estimate, load_prices, render
+
     check_launchable(settings, enabled_clouds())
+    max_hourly = pipeline_max_hourly_cost(pipeline)
+    prices = load_prices()
+    estimates = estimate(settings, audio_hours, speakers, prices, max_hourly)
+    print(render(estimates, prices))
+    check_cap(estimates, settings.budget.max_cost_usd)
+    # SkyPilot does not tell the job what its instance costs: count spend at the dearest price the
+    # task may be placed at, so the caps hold whichever option the optimizer picks.
+    hourly = settings.budget.hourly_price_usd or max(e.option.hourly_usd for e in estimates)
     present = [name for name in SECRETS if environ.get(name)]
-    return subprocess.call(launch_command(pipeline, settings, raw_input, present))
+    cmd = launch_command(pipeline, settings, raw_input, present)
+    cmd += ["--env", f"SUARA_BUDGET__HOURLY_PRICE_USD={hourly}"]
+    if settings.budget.max_cost_usd is not None:
+        cmd += ["--env", f"SUARA_BUDGET__MAX_COST_USD={settings.budget.max_cost_usd}"]
+    return subprocess.call(cmd)
+
+
+def pipeline_max_hourly_cost(pipeline: Path) -> float | None:
+    """The lowest `resources.max_hourly_cost` of the pipeline's tasks (None if none sets one)."""
+    import yaml
+
+    limits = [doc["resources"]["max_hourly_cost"] for doc in yaml.safe_load_all(pipeline.read_text())
+              if doc and "resources" in doc and "max_hourly_cost" in doc["resources"]]
+    return min(limits) if limits else None

@@ -87,6 +87,8 @@ class BudgetSettings(_Strict):
     # Used to refuse a phase whose remaining budget cannot pay one checkpoint interval, until a
     # measured figure is available from an earlier attempt.
     seconds_per_step_estimate: float = Field(default=1.0, gt=0)
+    # Start-up (image, model download and load) before the first step, until an attempt measured it.
+    startup_seconds_estimate: float = Field(default=120.0, ge=0)
     heartbeat_s: float = Field(default=60.0, gt=0)
 
 

@@ -35,3 +35,24 @@ def test_validation_reports_each_category_and_wandb_resumes_the_same_run(preproc
         assert again.step == 3 and again.logger.run_id == run_id
     finally:
         again.cleanup()
+
+
+def test_audio_samples_from_fixed_prompts_are_generated_and_logged(preprocessed_store, tmp_path, make_settings,
+                                                                   monkeypatch):
+    from trainer.train import AUDIO_PROMPTS
+
+    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), tmp_path / "store")
+    settings = make_settings(store=f"file://{tmp_path / 'store'}", run_id="shared", steps=2,
+                             logging={"wandb_mode": "offline", "audio_every": 2, "audio_max_seconds": 0.4})
+    trainer = PhaseTrainer(settings, 1, progress=False)
+    logged = {}
+    try:
+        trainer.setup()
+        monkeypatch.setattr(trainer.logger, "log_audio",
+                            lambda step, clips, sample_rate: logged.update(step=step, clips=clips, rate=sample_rate))
+        assert trainer.train() == 0
+    finally:
+        trainer.cleanup()
+    assert logged["step"] == 2 and logged["rate"] == 24_000
+    assert set(logged["clips"]) == set(AUDIO_PROMPTS)
+    assert all(0 < len(clip) <= 0.4 * 24_000 + 1920 for clip in logged["clips"].values())

@@ -13,7 +13,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
+
+# Spend counts from here: an instance is paid for while Python imports torch and loads the model.
+PROCESS_START = time.monotonic()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,6 +80,17 @@ def main(argv: list[str] | None = None) -> int:
 def _train(settings, args) -> int:
     import os
 
+    from trainer import exit_codes
+    from trainer.budget import precheck
+
+    if args.phase != 4 or args.speaker:
+        scope = f"phase{args.phase}" + (f"/{args.speaker}" if args.speaker else "")
+        refusal = precheck(settings, scope, settings.train.phases[args.phase].max_cost_usd,
+                           args.checkpoint_every or settings.train.checkpoint_every)
+        if refusal:
+            print(f"error: budget: {refusal}; not starting", file=sys.stderr)
+            return exit_codes.BUDGET_EXHAUSTED
+
     from trainer.preemption import imds_url_for
     from trainer.train import PhaseTrainer, speakers_of
 
@@ -88,9 +103,12 @@ def _train(settings, args) -> int:
         raise ValueError("--speaker is for phase 4 only")
     else:
         speakers = [None]
+    started_at: float | None = PROCESS_START
     for speaker in speakers:
         trainer = PhaseTrainer(settings, args.phase, speaker, max_steps=args.max_steps,
-                               checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+                               checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                               started_at=started_at)
+        started_at = None  # later speakers pay from their own start
         try:
             trainer.setup()
             code = trainer.train()

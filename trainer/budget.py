@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from infra.settings import BudgetSettings
+from infra.settings import BudgetSettings, Settings
 from infra.storage import Store
 
 LEDGER = "spend"
@@ -24,11 +24,11 @@ def ledger_key(scope: str) -> str:
 
 def read_ledger(run: Store) -> dict[str, float]:
     """USD spent per scope, from the ledger objects of the run."""
-    spent = {}
-    for key in run.list(LEDGER):
-        entry = run.get_json(key)
-        spent[entry["scope"]] = float(entry["usd"])
-    return spent
+    return {entry["scope"]: float(entry["usd"]) for entry in _entries(run)}
+
+
+def _entries(run: Store) -> list[dict]:
+    return [run.get_json(key) for key in run.list(LEDGER)]
 
 
 @dataclass
@@ -41,9 +41,10 @@ class BudgetGuard:
     spent_before: float  # this scope, from earlier attempts
     spent_elsewhere: float  # the run's other scopes
     clock: Callable[[], float] = time.monotonic
+    started_at: float | None = None  # when this attempt began paying (default: now)
 
     def __post_init__(self) -> None:
-        self._start = self.clock()
+        self._start = self.clock() if self.started_at is None else self.started_at
 
     @property
     def spent(self) -> float:
@@ -80,6 +81,28 @@ class BudgetGuard:
                     f"the ${max(remaining, 0):.2f} left")
         return None
 
-    def write_ledger(self, run: Store, step: int) -> None:
-        run.put_json(ledger_key(self.scope), {"scope": self.scope, "usd": self.spent, "step": step,
-                                              "hourly_price_usd": self.settings.hourly_price_usd})
+    @property
+    def elapsed_s(self) -> float:
+        return self.clock() - self._start
+
+    def write_ledger(self, run: Store, step: int, startup_s: float | None = None) -> None:
+        entry = {"scope": self.scope, "usd": self.spent, "step": step,
+                 "hourly_price_usd": self.settings.hourly_price_usd}
+        if startup_s is not None:
+            entry["startup_s"] = startup_s
+        run.put_json(ledger_key(self.scope), entry)
+
+
+def precheck(settings: Settings, scope: str, phase_cap_usd: float | None, checkpoint_every: int) -> str | None:
+    """Why a phase must not start, judged from the ledger alone, before anything heavy is loaded
+    (a refused start still pays for its own start-up). None when it may start."""
+    run = Store.from_settings(settings).child(settings.run_prefix)
+    entries = {e["scope"]: e for e in _entries(run)}
+    own = entries.get(scope, {})
+    guard = BudgetGuard(settings.budget, scope, phase_cap_usd, float(own.get("usd", 0.0)),
+                        sum(float(e["usd"]) for k, e in entries.items() if k != scope))
+    # Starting costs the start-up (model download and load: measured by an earlier attempt, else
+    # the settings' estimate) before the first interval of training.
+    startup_s = float(own.get("startup_s", settings.budget.startup_seconds_estimate))
+    return guard.exhausted() or guard.cannot_afford(
+        startup_s + settings.budget.seconds_per_step_estimate * checkpoint_every)

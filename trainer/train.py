@@ -54,7 +54,7 @@ AUDIO_PROMPTS = {
 class PhaseTrainer:
     def __init__(self, settings: Settings, phase: int, speaker: str | None = None,
                  max_steps: int | None = None, checkpoint_every: int | None = None, progress: bool = True,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, started_at: float | None = None):
         if phase not in (1, 2, 3, 4):
             raise ValueError(f"phase must be 1, 2, 3 or 4, got {phase}")
         if (phase == 4) != (speaker is not None):
@@ -71,6 +71,7 @@ class PhaseTrainer:
         self.checkpoint_every = checkpoint_every or settings.train.checkpoint_every
         self.progress = progress
         self.clock = clock
+        self.started_at = started_at  # process start: model loading is paid for too
         self.scope = f"phase{phase}" + (f"/{speaker}" if speaker else "")
         self.step = 0
         self.losses: list[float] = []  # total loss of each step this process ran
@@ -136,7 +137,10 @@ class PhaseTrainer:
             settings=s.budget, scope=self.scope, phase_cap_usd=self.plan.max_cost_usd,
             spent_before=max(float(state.get("spent_usd", 0.0)), ledger.get(self.scope, 0.0)),
             spent_elsewhere=sum(v for k, v in ledger.items() if k != self.scope), clock=self.clock,
+            started_at=self.started_at,
         )
+        self.startup_s = self.budget.elapsed_s
+        self.budget.write_ledger(self.run, self.step, self.startup_s)  # paid for even if killed next
         self.logger = RunLogger(s, self.scope, state.get("wandb_run_id"))
         self.validation = self._load_validation(data)
 
@@ -255,7 +259,7 @@ class PhaseTrainer:
             elif self.clock() - last_heartbeat >= s.budget.heartbeat_s:
                 # Spend since the last checkpoint survives a preemption through the ledger.
                 self.fence.check()
-                self.budget.write_ledger(self.run, self.step)
+                self.budget.write_ledger(self.run, self.step, self.startup_s)
                 last_heartbeat = self.clock()
         if last_saved != self.step:
             self.save_checkpoint(final=True)
@@ -340,7 +344,7 @@ class PhaseTrainer:
             }
             (local / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
             uri = self.checkpoints.save(self.step, local, fence=self.fence, final=final)
-            self.budget.write_ledger(self.run, self.step)
+            self.budget.write_ledger(self.run, self.step, self.startup_s)
             log.info("checkpoint %s", uri)
             return uri
         finally:

@@ -1,0 +1,103 @@
+"""Chaos under a local stand-in for managed-job recovery: random spot preemptions, restarts,
+a simulated hourly price, and the trainer's exit codes deciding what is restarted."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.settings import load_settings
+from infra.storage import Store
+from infra.supervisor import Supervisor
+from tests.conftest import PYTHON, subprocess_env, tiny_plan
+from trainer import exit_codes
+
+STEPS, EVERY = 60, 5
+CMD = [PYTHON, "-m", "trainer", "train", "--phase", "1", "--no-progress"]
+
+
+def settings_for(preprocessed_store, root: Path, cache_dir, **extra):
+    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), root / "store")
+    return load_settings(store=f"file://{root / 'store'}", run_id="shared", cache_dir=cache_dir,
+                         train={"phases": tiny_plan(STEPS), "checkpoint_every": EVERY, "log_every": 1},
+                         logging={"wandb_mode": "disabled", "val_every": 0}, **extra)
+
+
+def adapter(settings) -> bytes:
+    return Store(settings.store).child(settings.run_prefix).get_bytes("adapters/phase1/adapter_model.safetensors")
+
+
+def last_step(stderr: str) -> int:
+    found = re.findall(r"phase1 step (\d+)/", stderr)
+    return int(found[-1]) if found else 0
+
+
+def resumed_from(stderr: str) -> int:
+    found = re.findall(r"resumed phase1 from step (\d+)", stderr)
+    return int(found[-1]) if found else 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_preemptions_end_in_the_uninterrupted_adapter(preprocessed_store, tmp_path, cache_dir, seed):
+    reference = settings_for(preprocessed_store, tmp_path / "ref", cache_dir)
+    Supervisor(CMD, subprocess_env(reference), exit_codes.RETRYABLE, preemptions=0, window_s=(0, 0),
+               seed=seed).run()
+    chaos = settings_for(preprocessed_store, tmp_path / "chaos", cache_dir)
+    run = Supervisor(CMD, subprocess_env(chaos), exit_codes.RETRYABLE, preemptions=3, window_s=(4.0, 9.0),
+                     seed=seed, grace_s=5.0).run()
+    assert run.returncode == exit_codes.FINISHED
+    assert len(run.attempts) == 4
+    assert adapter(chaos) == adapter(reference)
+    previous_kill = None
+    # Steps lost to each preemption: what it had trained minus where the next attempt that got as
+    # far as loading a checkpoint resumed (an attempt preempted while starting up loads none).
+    reached = 0
+    for attempt in run.attempts:
+        if "resumed phase1" in attempt.stderr or "phase1 step" in attempt.stderr:
+            lost = reached - resumed_from(attempt.stderr)
+            assert lost <= (EVERY if previous_kill == "SIGKILL" else 0), (lost, previous_kill)
+        if last_step(attempt.stderr):
+            reached, previous_kill = last_step(attempt.stderr), attempt.preempted_by
+        elif reached == 0:
+            previous_kill = attempt.preempted_by
+
+
+def test_spend_stays_within_the_cap_and_budget_exhaustion_is_not_restarted(preprocessed_store, tmp_path,
+                                                                         cache_dir):
+    price = 360.0  # $0.10 per second of simulated instance time
+    settings = settings_for(preprocessed_store, tmp_path / "b", cache_dir,
+                            budget={"hourly_price_usd": price, "max_cost_usd": 1.2, "heartbeat_s": 0.25,
+                                    "seconds_per_step_estimate": 0.05, "startup_seconds_estimate": 5.0})
+    env = subprocess_env(settings, SUARA_TRAIN__PHASES__1__MAX_STEPS="100000",
+                         SUARA_BUDGET__HOURLY_PRICE_USD=str(price), SUARA_BUDGET__MAX_COST_USD="1.2",
+                         SUARA_BUDGET__HEARTBEAT_S="0.25", SUARA_BUDGET__SECONDS_PER_STEP_ESTIMATE="0.05",
+                         SUARA_BUDGET__STARTUP_SECONDS_ESTIMATE="5")
+    run = Supervisor(CMD, env, exit_codes.RETRYABLE, preemptions=1, window_s=(8.0, 10.0), seed=3,
+                     grace_s=5.0, hourly_price_usd=price).run()
+    assert run.returncode == exit_codes.BUDGET_EXHAUSTED
+    assert run.attempts[-1].preempted_by is None  # the supervisor did not restart after it
+    # Overshoot allowed: what a kill loses before the ledger's next heartbeat, the last step, and
+    # interpreter start/exit that the trainer cannot see: ~2 s of instance time in all.
+    assert run.spend_usd <= 1.2 + 2.0 * price / 3600, run.spend_usd
+    ledger = Store(settings.store).child(settings.run_prefix).get_json("spend/phase1.json")
+    assert ledger["usd"] <= 1.2 + 1.0 * price / 3600  # the trainer's own count agrees
+    assert any("phase1 step" in a.stderr for a in run.attempts)  # it did train before stopping
+
+
+@pytest.mark.parametrize(("codes", "attempts"), [
+    ([exit_codes.FENCED], 1),
+    ([exit_codes.BUDGET_EXHAUSTED], 1),
+    ([exit_codes.USAGE_ERROR], 1),
+    ([exit_codes.PREEMPTED, exit_codes.PREEMPTED, exit_codes.FINISHED], 3),
+])
+def test_only_retryable_exits_are_restarted(tmp_path, codes, attempts):
+    counter = tmp_path / "n"
+    script = (f"import pathlib, sys; p = pathlib.Path({str(counter)!r}); n = int(p.read_text()) if p.exists() else 0; "
+              f"p.write_text(str(n + 1)); sys.exit({codes!r}[n])")
+    run = Supervisor([sys.executable, "-c", script], {}, exit_codes.RETRYABLE, preemptions=0, window_s=(0, 0),
+                     seed=0).run()
+    assert len(run.attempts) == attempts and run.returncode == codes[attempts - 1]
