@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -15,19 +16,36 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--input", help="folder or s3:// prefix with manifest.jsonl/.csv (default: sample corpus)")
     run_p.add_argument("--run-id", help="override SUARA_RUN_ID")
     run_p.add_argument("--no-progress", action="store_true")
+    # On a SkyPilot multi-node task every node runs this command; each takes its share.
+    run_p.add_argument("--rank", type=int, default=int(os.environ.get("SKYPILOT_NODE_RANK", "0")),
+                       help="this machine's share (default: $SKYPILOT_NODE_RANK or 0)")
+    run_p.add_argument("--world-size", type=int, default=int(os.environ.get("SKYPILOT_NUM_NODES", "1")),
+                       help="number of machines (default: $SKYPILOT_NUM_NODES or 1)")
+    merge_p = sub.add_parser("merge", help="join the ranks' shards into one dataset (run() does it itself)")
+    merge_p.add_argument("--run-id", help="override SUARA_RUN_ID")
+    merge_p.add_argument("--world-size", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from infra.settings import SettingsError, load_settings
+    from infra.storage import Store
     from preprocess.manifest import ManifestError
-    from preprocess.pipeline import input_store, run
+    from preprocess.pipeline import input_store, merge, run
 
     try:
         settings = load_settings(args.config, run_id=args.run_id)
-        source = input_store(args.input, settings)
-        report = run(settings, source, progress=not args.no_progress)
-    except (SettingsError, ManifestError, FileNotFoundError) as exc:
+        if args.command == "merge":
+            report = merge(Store.from_settings(settings).child(settings.run_prefix), args.world_size)
+        else:
+            source = input_store(args.input, settings)
+            report = run(settings, source, progress=not args.no_progress, rank=args.rank,
+                         world_size=args.world_size)
+    except (SettingsError, ManifestError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    if not report.merged:
+        print(f"rank {args.rank} of {args.world_size}: preprocessed {report.samples} utterances, quarantined "
+              f"{report.quarantined}; the last rank to finish merges")
+        return 0
     print(f"preprocessed {report.samples} utterances ({report.seconds / 60:.1f} min of audio), "
           f"quarantined {report.quarantined}")
     print(f"  data manifest: {report.manifest_uri}")

@@ -22,12 +22,13 @@ from infra.storage import Store
 from preprocess.audio import AudioError, clean, decode
 from preprocess.codec import Codec
 from preprocess.manifest import Rejected, Utterance, read_manifest
-from preprocess.shards import DATA_PREFIX, make_sample, shard_writer, split_of
+from preprocess.shards import DATA_PREFIX, make_sample, merge_indexes, rank_dir, shard_writer, split_of
 from preprocess.text import analyze, with_tags
 
 log = logging.getLogger(__name__)
 SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "data" / "sample"
 QUARANTINE = "quarantine.jsonl"
+RANKS_PREFIX = f"{DATA_PREFIX}/_ranks"
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Report:
     seconds: float
     manifest_uri: str
     quarantine_uri: str
+    merged: bool = True  # False: this rank is done, others are still running
 
 
 def input_store(location: str | None, settings: Settings) -> Store:
@@ -53,21 +55,41 @@ def input_store(location: str | None, settings: Settings) -> Store:
     return Store(f"file://{path.resolve()}")
 
 
-def run(settings: Settings, source: Store, progress: bool = True) -> Report:
+def rank_of(utt_id: str, world_size: int) -> int:
+    """The preprocessing rank that owns a row: by a hash of its id, so a duplicated id always lands
+    on one rank (where it is caught) and the split is stable when rows are added."""
+    return int.from_bytes(hashlib.sha256(utt_id.encode("utf-8")).digest()[4:8], "big") % world_size
+
+
+def marker_key(rank: int) -> str:
+    return f"{RANKS_PREFIX}/{rank_dir(rank)}.json"
+
+
+def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0, world_size: int = 1) -> Report:
+    """Preprocess this rank's share of the input; the rank that completes the set merges."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
     store = Store.from_settings(settings)
     run_store = store.child(settings.run_prefix)
-    # A rerun rebuilds the data; checkpoints and adapters of the run are left alone.
-    run_store.delete(DATA_PREFIX)
-    run_store.delete(QUARANTINE)
+    # A rerun rebuilds this rank's data; checkpoints and adapters of the run are left alone.
+    own = f"/{rank_dir(rank)}/"
+    for key in run_store.list(DATA_PREFIX):
+        if own in f"/{key}":
+            run_store.delete(key)
+    run_store.delete(marker_key(rank))
+    run_store.delete(f"{DATA_PREFIX}/manifest.json")
+    if world_size == 1:
+        run_store.delete(RANKS_PREFIX)  # markers of an earlier multi-rank layout
 
     codec = Codec.load(settings.codec, settings.cache_dir, settings.device)
-    rows = list(read_manifest(source))
+    rows = [r for r in read_manifest(source) if rank_of(r.id, world_size) == rank]
     rejected: list[Rejected] = []
     seen_ids: set[str] = set()
     seen_audio: dict[str, str] = {}
     speakers: set[str] = set()
-    with shard_writer(run_store) as writer:
-        for row in tqdm(rows, desc="preprocess", unit="utt", disable=not progress):
+    desc = "preprocess" if world_size == 1 else f"preprocess rank {rank}/{world_size}"
+    with shard_writer(run_store, rank) as writer:
+        for row in tqdm(rows, desc=desc, unit="utt", disable=not progress):
             if isinstance(row, Rejected):
                 rejected.append(row)
                 continue
@@ -82,24 +104,56 @@ def run(settings: Settings, source: Store, progress: bool = True) -> Report:
                 continue
             writer.write(outcome)
             speakers.add(row.speaker_id)
-    stats = writer.stats
-
     for item in rejected:
         log.warning("quarantined %s: %s (%s)", item.id, item.reason, item.detail)
-    run_store.put_text(QUARANTINE, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in rejected))
-    files = {key: run_store.sha256(key) for key in run_store.list(DATA_PREFIX)}
+    run_store.put_json(marker_key(rank), {
+        "rank": rank, "world_size": world_size, "input": source.url, "codec": codec.describe(),
+        "rows": len(rows), "speakers": sorted(speakers),
+        "buckets": {k: {"samples": v.samples, "seconds": round(v.seconds, 3)} for k, v in writer.stats.items()},
+        "quarantine": [r.to_dict() for r in rejected],
+    })
+    if all(run_store.exists(marker_key(r)) for r in range(world_size)):
+        return merge(run_store, world_size)
+    log.info("rank %d of %d done; the last rank to finish merges", rank, world_size)
+    return Report(samples=sum(v.samples for k, v in writer.stats.items() if not k.startswith("phase4/")),
+                  quarantined=len(rejected), seconds=0.0, manifest_uri="", quarantine_uri="", merged=False)
+
+
+def merge(run_store: Store, world_size: int) -> Report:
+    """Join every rank's shards and reports into one dataset: an index per bucket, the quarantine
+    and the data manifest. Idempotent: ranks that finish together may both run it."""
+    missing = [r for r in range(world_size) if not run_store.exists(marker_key(r))]
+    if missing:
+        raise FileNotFoundError(f"ranks {missing} of {world_size} have not finished preprocessing")
+    markers = [run_store.get_json(marker_key(r)) for r in range(world_size)]
+    if {m["world_size"] for m in markers} != {world_size}:
+        raise ValueError("the rank reports disagree on the world size; rerun every rank")
+    buckets: dict[str, dict[str, float]] = {}
+    for m in markers:
+        for key, stats in m["buckets"].items():
+            merged = buckets.setdefault(key, {"samples": 0, "seconds": 0.0})
+            merged["samples"] += stats["samples"]
+            merged["seconds"] = round(merged["seconds"] + stats["seconds"], 3)
+    for key in sorted(buckets):
+        merge_indexes(run_store, key, list(range(world_size)))
+    rejected = [q for m in markers for q in m["quarantine"]]
+    run_store.put_text(QUARANTINE, "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in rejected))
+    files = {key: run_store.sha256(key) for key in run_store.list(DATA_PREFIX)
+             if not key.startswith(f"{RANKS_PREFIX}/") and key != f"{DATA_PREFIX}/manifest.json"}
+    main = {k: v for k, v in buckets.items() if not k.startswith("phase4/")}
     manifest = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "input": source.url,
-        "codec": codec.describe(),
-        "speakers": sorted(speakers),
-        "buckets": {k: {"samples": s.samples, "seconds": round(s.seconds, 3)} for k, s in sorted(stats.items())},
+        "input": markers[0]["input"],
+        "codec": markers[0]["codec"],
+        "world_size": world_size,
+        "speakers": sorted({s for m in markers for s in m["speakers"]}),
+        "buckets": dict(sorted(buckets.items())),
         "totals": {
-            "rows": len(rows),
-            "samples": sum(s.samples for k, s in stats.items() if not k.startswith("phase4/")),
-            "seconds": round(sum(s.seconds for k, s in stats.items() if not k.startswith("phase4/")), 3),
+            "rows": sum(m["rows"] for m in markers),
+            "samples": sum(v["samples"] for v in main.values()),
+            "seconds": round(sum(v["seconds"] for v in main.values()), 3),
         },
-        "quarantine": {"count": len(rejected), "by_reason": dict(Counter(r.reason for r in rejected)),
+        "quarantine": {"count": len(rejected), "by_reason": dict(Counter(q["reason"] for q in rejected)),
                        "file": QUARANTINE},
         "files": files,
     }

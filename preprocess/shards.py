@@ -1,11 +1,15 @@
 """Training shards: one MDS dataset (mosaicml-streaming) per phase bucket and split, in the store.
 
 Layout under the run's prefix:
-    data/phase1/train/   index.json + shard.*.mds     (phase 1: one language, no particle)
-    data/phase2/{train,val,test}/                      (phase 2: code-switched)
-    data/phase3/...                                    (phase 3: contains a particle)
-    data/phase4/<speaker_id>/{train,val,test}/         (phase 4: every utterance of one speaker)
-    data/manifest.json                                 counts, seconds, codec, sha256 of every file
+    data/phase1/train/   index.json + rank_000/shard.*.mds  (phase 1: one language, no particle)
+    data/phase2/{train,val,test}/                           (phase 2: code-switched)
+    data/phase3/...                                         (phase 3: contains a particle)
+    data/phase4/<speaker_id>/{train,val,test}/              (phase 4: every utterance of one speaker)
+    data/_ranks/rank_000.json                               one preprocessing rank's partial report
+    data/manifest.json                                      counts, seconds, codec, sha256 of every file
+
+Each preprocessing rank (one per machine) writes its own `rank_NNN/` shards; the merge writes one
+`index.json` per bucket naming every rank's shards, which `StreamingDataset` reads as one dataset.
 
 MDS is read back by `StreamingDataset`, whose loader state resumes mid-epoch exactly.
 """
@@ -57,11 +61,16 @@ class BucketStats:
     seconds: float = 0.0
 
 
+def rank_dir(rank: int) -> str:
+    return f"rank_{rank:03d}"
+
+
 class ShardWriter:
     """Opens one MDSWriter per bucket on first use; `close()` finishes them all."""
 
-    def __init__(self, run: Store, size_limit: int = 1 << 24):
+    def __init__(self, run: Store, rank: int = 0, size_limit: int = 1 << 24):
         self.run = run
+        self.rank = rank
         self.size_limit = size_limit
         self._writers: dict[str, Any] = {}
         self.stats: dict[str, BucketStats] = {}
@@ -72,7 +81,7 @@ class ShardWriter:
         for key in bucket_keys(sample["phase"], sample["speaker_id"], sample["split"]):
             writer = self._writers.get(key)
             if writer is None:
-                writer = MDSWriter(out=self.run.uri(f"{DATA_PREFIX}/{key}"), columns=COLUMNS,
+                writer = MDSWriter(out=self.run.uri(f"{DATA_PREFIX}/{key}/{rank_dir(self.rank)}"), columns=COLUMNS,
                                    size_limit=self.size_limit, progress_bar=False, exist_ok=True)
                 self._writers[key] = writer
                 self.stats[key] = BucketStats()
@@ -87,8 +96,8 @@ class ShardWriter:
 
 
 @contextmanager
-def shard_writer(run: Store) -> Iterator[ShardWriter]:
-    writer = ShardWriter(run)
+def shard_writer(run: Store, rank: int = 0) -> Iterator[ShardWriter]:
+    writer = ShardWriter(run, rank)
     with run.library_env():
         try:
             yield writer
@@ -129,3 +138,21 @@ def read_data_manifest(run: Store) -> dict[str, Any]:
             f"no preprocessed data at {run.uri(key)}; run `python -m preprocess run` for this run id first"
         )
     return run.get_json(key)
+
+
+def merge_indexes(run: Store, bucket: str, ranks: list[int]) -> int:
+    """Write `data/<bucket>/index.json` naming the shards of every rank that wrote this bucket
+    (each shard's basename gains its `rank_NNN/` folder, as mosaicml-streaming's merge does).
+    Returns the number of samples."""
+    shards = []
+    for rank in ranks:
+        key = f"{DATA_PREFIX}/{bucket}/{rank_dir(rank)}/index.json"
+        if not run.exists(key):
+            continue
+        for shard in run.get_json(key)["shards"]:
+            for part in ("raw_data", "zip_data"):
+                if shard.get(part):
+                    shard[part]["basename"] = f"{rank_dir(rank)}/{shard[part]['basename']}"
+            shards.append(shard)
+    run.put_json(f"{DATA_PREFIX}/{bucket}/index.json", {"shards": shards, "version": 2})
+    return sum(shard["samples"] for shard in shards)

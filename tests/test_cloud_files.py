@@ -107,3 +107,13 @@ def test_make_train_all_cloud_fails_clearly_without_cloud_access():
     out = subprocess.run([PYTHON, "-m", "infra", "launch", "sky/pipeline.yaml"], capture_output=True,
                          text=True, cwd=REPO)
     assert out.returncode == 2 and "cannot launch the cloud pipeline" in out.stderr
+
+
+def test_preprocessing_can_spread_over_nodes():
+    import sky
+
+    task = sky.Task.from_yaml(str(SKY / "preprocess.yaml"))
+    assert task.num_nodes == 1
+    task.num_nodes = 4  # what --num-nodes 4 does; each node's rank comes from SKYPILOT_NODE_RANK
+    out = subprocess.run([PYTHON, "-m", "preprocess", "run", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert "SKYPILOT_NODE_RANK" in out.stdout and "SKYPILOT_NUM_NODES" in out.stdout

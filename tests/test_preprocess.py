@@ -111,3 +111,41 @@ def test_rerunning_rebuilds_the_same_data(tmp_path, make_settings):
     run(settings, input_store(str(corpus), settings), progress=False)
     second = Store(settings.store).child(settings.run_prefix).get_json("data/manifest.json")
     assert first["files"] == second["files"] and first["buckets"] == second["buckets"]
+
+
+def test_two_ranks_as_two_processes_build_one_dataset(tmp_path, make_settings):
+    import subprocess
+
+    from streaming import StreamingDataset
+
+    from tests.conftest import PYTHON, subprocess_env
+
+    ids = ["ms_001_01", "ms_003_01", "en_001_01", "cs_001_01", "cs_002_02", "cs_003_01", "pa_001_01",
+           "pa_002_02", "pa_004_02", "pa_005_01"]
+    corpus = small_corpus(tmp_path / "corpus", ids)
+    with (corpus / "manifest.jsonl").open("a") as fh:  # one bad row: quarantined by exactly one rank
+        fh.write(json.dumps({"id": "gone", "audio": "audio/gone.wav", "text": "hi", "speaker_id": "x"}) + "\n")
+    settings = make_settings()
+    env = subprocess_env(settings)
+    procs = [subprocess.Popen([PYTHON, "-m", "preprocess", "run", "--input", str(corpus), "--no-progress"],
+                              env={**env, "SKYPILOT_NODE_RANK": str(r), "SKYPILOT_NUM_NODES": "2"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+
+    run_store = Store(settings.store).child(settings.run_prefix)
+    manifest = run_store.get_json("data/manifest.json")
+    assert manifest["world_size"] == 2 and manifest["totals"]["samples"] == len(ids)
+    assert manifest["quarantine"]["count"] == 1
+    markers = [run_store.get_json(f"data/_ranks/rank_00{r}.json") for r in (0, 1)]
+    assert all(m["rows"] > 0 for m in markers)  # both ranks had work
+    seen = []
+    for key, stats in manifest["buckets"].items():
+        if key.startswith("phase4/"):
+            continue
+        ds = StreamingDataset(remote=run_store.uri(f"data/{key}"), local=str(tmp_path / "c" / key), batch_size=1)
+        assert len(ds) == stats["samples"]
+        seen += [ds[i]["id"] for i in range(len(ds))]
+    assert sorted(seen) == sorted(ids)  # every row exactly once
+    quarantine = run_store.get_bytes("quarantine.jsonl").decode().splitlines()
+    assert [json.loads(q)["id"] for q in quarantine] == ["gone"]
