@@ -118,6 +118,10 @@ class TrainSettings(_Strict):
     keep_last_checkpoints: int = Field(default=3, gt=0)
     # lora: adapters on a frozen base; full: every weight but the codec (a new language on 24 GB).
     mode: Literal["lora", "full"] = "lora"
+    # unsloth (CUDA only): Unsloth's patched model, 8-bit AdamW, bf16 autocast, gradient
+    # checkpointing; peft: transformers + peft; auto: unsloth when CUDA and the package are there.
+    backend: Literal["auto", "peft", "unsloth"] = "auto"
+    load_in_4bit: bool = False  # unsloth only: a 4-bit (QLoRA) base instead of 16-bit
     # Length bucketing: batches are cut from a window of this many batches' samples sorted by
     # length, each under `frame_budget` padded frames (None: just `batch_size` samples).
     bucket_window_batches: int = Field(default=8, gt=0)

@@ -126,3 +126,11 @@ def test_full_fine_tune_trains_every_weight_but_the_codec(store_with_data, make_
     lora = make_settings(store=store_with_data, run_id="shared", steps=3)
     with pytest.raises(ValueError, match="one mode for every phase"):
         train(lora, 3)
+
+
+def test_backend_is_peft_without_cuda_and_unsloth_cannot_be_forced_there(make_settings):
+    from trainer.model import backend
+
+    assert backend(make_settings()) == "peft"
+    with pytest.raises(ValueError, match="needs a CUDA device and the unsloth package"):
+        backend(make_settings(train={"backend": "unsloth"}))

@@ -37,10 +37,45 @@ def load_base(settings: Settings, weights: Path | None = None) -> tuple[Any, Any
     return model, tokenizer
 
 
+def backend(settings: Settings) -> str:
+    """"unsloth" or "peft". Unsloth needs CUDA: asking for it elsewhere is an error, not a fallback."""
+    import importlib.util
+
+    wanted = settings.train.backend
+    cuda = resolve_device(settings.device).type == "cuda"
+    available = cuda and importlib.util.find_spec("unsloth") is not None
+    if wanted == "unsloth" and not available:
+        raise ValueError("train.backend=unsloth needs a CUDA device and the unsloth package (the GPU image's "
+                         "requirements/gpu.txt); use SUARA_TRAIN__BACKEND=peft or auto elsewhere")
+    if wanted == "auto":
+        return "unsloth" if available and settings.train.mode == "lora" else "peft"
+    return wanted
+
+
+def _load_unsloth_base(settings: Settings) -> tuple[Any, Any]:
+    """CSM through Unsloth's loader (its patched kernels; optionally a 4-bit base), frozen."""
+    from unsloth import FastModel  # noqa: I001 - Unsloth patches transformers when imported
+    from transformers import CsmForConditionalGeneration
+
+    model, processor = FastModel.from_pretrained(
+        model_name=base_model_source(settings), max_seq_length=2048, dtype=None,
+        auto_model=CsmForConditionalGeneration, load_in_4bit=settings.train.load_in_4bit,
+    )
+    model.requires_grad_(False)
+    return model, getattr(processor, "tokenizer", processor)
+
+
 def load_trainable(settings: Settings, weights: Path | None) -> tuple[Any, Any]:
     """The model to train and its tokenizer. LoRA mode: the frozen base plus the adapter in
-    `weights` (a fresh one, initialised from the torch RNG, when None). Full mode: every weight but
-    the codec trainable, starting from the full model in `weights` or the base."""
+    `weights` (a fresh one, initialised from the torch RNG, when None), with the same LoRA
+    configuration on either backend. Full mode: every weight but the codec trainable, starting from
+    the full model in `weights` or the base."""
+    if backend(settings) == "unsloth":
+        base, tokenizer = _load_unsloth_base(settings)
+        model = with_new_adapter(base, settings) if weights is None else with_adapter(base, weights, trainable=True)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        return model, tokenizer
     if settings.train.mode == "full":
         model, tokenizer = load_base(settings, weights)
         for name, param in model.named_parameters():
@@ -81,6 +116,15 @@ def with_adapter(model: Any, adapter_dir: Path, trainable: bool) -> Any:
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+
+
+def make_optimizer(settings: Settings, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """AdamW; 8-bit AdamW (bitsandbytes) on the Unsloth backend, as the seed's 24 GB plan assumes."""
+    if backend(settings) == "unsloth":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=settings.train.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=settings.train.weight_decay)
 
 
 def trainable_parameters(model: Any) -> list[torch.nn.Parameter]:

@@ -36,7 +36,14 @@ from trainer.data import ShardStream, first_samples
 from trainer.fence import Fence, Fenced
 from trainer.logger import RunLogger
 from trainer.loss import build_batch, csm_parts, weighted_csm_loss
-from trainer.model import base_model_source, check_codec_fits, load_trainable, trainable_parameters
+from trainer.model import (
+    backend,
+    base_model_source,
+    check_codec_fits,
+    load_trainable,
+    make_optimizer,
+    trainable_parameters,
+)
 from trainer.preemption import NoticePoller, StopRequest
 
 log = logging.getLogger(__name__)
@@ -108,7 +115,10 @@ class PhaseTrainer:
         self.model.train()
 
         params = trainable_parameters(self.model)
-        self.optimizer = torch.optim.AdamW(params, lr=self.plan.lr, weight_decay=s.train.weight_decay)
+        self.optimizer = make_optimizer(s, params, self.plan.lr)
+        self.backend = backend(s)
+        log.info("%s: %s backend, %s mode, %d trainable parameters", self.scope, self.backend, s.train.mode,
+                 sum(p.numel() for p in params))
         from transformers import get_cosine_schedule_with_warmup
 
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, self.warmup_steps, self.max_steps)
@@ -126,7 +136,6 @@ class PhaseTrainer:
             self.step = restored.step
             log.info("resumed %s from step %d", self.scope, self.step)
         self._batches = self.stream.batches()
-        self.n_trainable = sum(p.numel() for p in params)
         self.seconds_per_step = state.get("seconds_per_step")
 
         # Only the newest instance may write; claim after reading, before any write.
@@ -206,7 +215,8 @@ class PhaseTrainer:
             batch = build_batch(samples, self.tokenizer, self.model.config, self.speaker_index,
                                 self.plan.particle_weight, self.plan.switch_weight,
                                 contexts=self._contexts(samples)).to(self.device)
-            parts = weighted_csm_loss(self.model, batch, s.train.depth_decoder_frame_ratio)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                parts = weighted_csm_loss(self.model, batch, s.train.depth_decoder_frame_ratio)
             parts.loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable_parameters(self.model), s.train.grad_clip)
             self.optimizer.step()
