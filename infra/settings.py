@@ -150,6 +150,12 @@ class PreprocessSettings(_Strict):
     peak_dbfs: float = Field(default=-1.0, le=0)
     trim_top_db: float = Field(default=40.0, gt=0)
     keep_silence_s: float = Field(default=0.2, ge=0, le=0.5)
+    max_clipping_ratio: float = Field(default=0.001, ge=0, le=1)
+    min_snr_db: float = 15.0
+    min_speech_ratio: float = Field(default=0.3, ge=0, le=1)  # share of the file above the silence threshold
+    min_chars_per_s: float = Field(default=2.0, ge=0)  # implausible speaking rates are transcript errors
+    max_chars_per_s: float = Field(default=30.0, gt=0)
+    switch_margin_s: float = Field(default=0.24, ge=0)  # frames this close to a language switch are "switch"
 
     @model_validator(mode="after")
     def _bounds(self) -> PreprocessSettings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import librosa
 import numpy as np
@@ -33,16 +34,33 @@ def decode(data: bytes) -> tuple[np.ndarray, int]:
     return samples, rate
 
 
-def clean(samples: np.ndarray, rate: int, settings: PreprocessSettings) -> np.ndarray:
-    """Mono float32 at settings.sample_rate_hz, ready for the codec. Raises AudioError."""
+@dataclass(frozen=True)
+class Cleaned:
+    samples: np.ndarray  # mono float32 at settings.sample_rate_hz
+    offset_s: float  # where the kept audio starts in the original (edge silence cut before it)
+    snr_db: float
+
+
+def clean(samples: np.ndarray, rate: int, settings: PreprocessSettings) -> Cleaned:
+    """Checked, mono, resampled, trimmed and loudness-normalised audio. Raises AudioError."""
     if rate < settings.min_input_rate_hz:
         raise AudioError("low_sample_rate", f"sample rate {rate} Hz is under {settings.min_input_rate_hz} Hz")
     if not np.isfinite(samples).all():
         raise AudioError("non_finite_samples", "audio contains NaN or infinite samples")
+    clipped = float(np.mean(np.abs(samples) >= 0.999))
+    if clipped > settings.max_clipping_ratio:
+        raise AudioError("clipping", f"{clipped:.2%} of samples are at full scale (limit "
+                                     f"{settings.max_clipping_ratio:.2%})")
     mono = samples.mean(axis=1) if samples.ndim == 2 else samples
     if rate != settings.sample_rate_hz:
         mono = librosa.resample(mono, orig_sr=rate, target_sr=settings.sample_rate_hz, res_type="soxr_hq")
-    mono = trim_silence(mono, settings)
+    if not np.any(mono):
+        raise AudioError("silent_audio", "audio is digital silence")
+    speech = _speech_ratio(mono, settings)
+    if speech < settings.min_speech_ratio:
+        raise AudioError("mostly_silence", f"only {speech:.0%} of the audio is above the silence threshold "
+                                           f"(minimum {settings.min_speech_ratio:.0%})")
+    mono, offset = trim_silence(mono, settings)
     seconds = len(mono) / settings.sample_rate_hz
     if not settings.min_duration_s <= seconds <= settings.max_duration_s:
         raise AudioError(
@@ -50,16 +68,34 @@ def clean(samples: np.ndarray, rate: int, settings: PreprocessSettings) -> np.nd
             f"duration {seconds:.2f} s after trimming is outside "
             f"[{settings.min_duration_s}, {settings.max_duration_s}] s",
         )
-    return normalize_loudness(mono, settings).astype(np.float32)
+    snr = estimate_snr_db(mono, settings.sample_rate_hz)
+    if snr < settings.min_snr_db:
+        raise AudioError("low_snr", f"estimated SNR {snr:.1f} dB is under {settings.min_snr_db} dB")
+    return Cleaned(normalize_loudness(mono, settings).astype(np.float32), offset, snr)
 
 
-def trim_silence(mono: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
-    """Cut edge silence, keeping `keep_silence_s` of it on each side."""
-    if not np.any(mono):
-        raise AudioError("silent_audio", "audio is digital silence")
+def _speech_ratio(mono: np.ndarray, settings: PreprocessSettings) -> float:
+    intervals = librosa.effects.split(mono, top_db=settings.trim_top_db)
+    return float(sum(end - start for start, end in intervals)) / max(len(mono), 1)
+
+
+def estimate_snr_db(mono: np.ndarray, sample_rate: int) -> float:
+    """Loud frames (95th percentile energy) over quiet ones (10th percentile), 25 ms frames: a
+    blind estimate good enough to catch recordings buried in noise."""
+    frame = int(0.025 * sample_rate)
+    n = len(mono) // frame
+    if n < 4:
+        return float("inf")
+    energy = np.mean(mono[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12
+    return float(10 * np.log10(np.percentile(energy, 95) / np.percentile(energy, 10)))
+
+
+def trim_silence(mono: np.ndarray, settings: PreprocessSettings) -> tuple[np.ndarray, float]:
+    """Cut edge silence, keeping `keep_silence_s` of it on each side; also where the cut starts."""
     _, (start, end) = librosa.effects.trim(mono, top_db=settings.trim_top_db)
     keep = int(settings.keep_silence_s * settings.sample_rate_hz)
-    return mono[max(0, start - keep) : min(len(mono), end + keep)]
+    first = max(0, start - keep)
+    return mono[first : min(len(mono), end + keep)], first / settings.sample_rate_hz
 
 
 def normalize_loudness(mono: np.ndarray, settings: PreprocessSettings) -> np.ndarray:

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from infra.settings import Settings
 from infra.storage import Store
 from preprocess.audio import AudioError, clean, decode
 from preprocess.codec import Codec
+from preprocess.features import f0_energy, frame_masks, speech_bounds, word_times
 from preprocess.manifest import Rejected, Utterance, read_manifest
 from preprocess.shards import DATA_PREFIX, make_sample, merge_indexes, rank_dir, shard_writer, split_of
 from preprocess.text import analyze, with_tags
@@ -87,6 +89,7 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
     seen_ids: set[str] = set()
     seen_audio: dict[str, str] = {}
     speakers: set[str] = set()
+    f0_stats: dict[str, list] = {}  # speaker -> [sum, sum of squares, voiced frames]
     desc = "preprocess" if world_size == 1 else f"preprocess rank {rank}/{world_size}"
     with shard_writer(run_store, rank) as writer:
         for row in tqdm(rows, desc=desc, unit="utt", disable=not progress):
@@ -104,11 +107,16 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
                 continue
             writer.write(outcome)
             speakers.add(row.speaker_id)
+            voiced = outcome["f0_hz"][outcome["f0_hz"] > 0].astype(np.float64)
+            acc = f0_stats.setdefault(row.speaker_id, [0.0, 0.0, 0])
+            acc[0] += float(voiced.sum())
+            acc[1] += float((voiced**2).sum())
+            acc[2] += int(voiced.size)
     for item in rejected:
         log.warning("quarantined %s: %s (%s)", item.id, item.reason, item.detail)
     run_store.put_json(marker_key(rank), {
         "rank": rank, "world_size": world_size, "input": source.url, "codec": codec.describe(),
-        "rows": len(rows), "speakers": sorted(speakers),
+        "rows": len(rows), "speakers": sorted(speakers), "f0_stats": f0_stats,
         "buckets": {k: {"samples": v.samples, "seconds": round(v.seconds, 3)} for k, v in writer.stats.items()},
         "quarantine": [r.to_dict() for r in rejected],
     })
@@ -141,12 +149,23 @@ def merge(run_store: Store, world_size: int) -> Report:
     files = {key: run_store.sha256(key) for key in run_store.list(DATA_PREFIX)
              if not key.startswith(f"{RANKS_PREFIX}/") and key != f"{DATA_PREFIX}/manifest.json"}
     main = {k: v for k, v in buckets.items() if not k.startswith("phase4/")}
+    totals: dict[str, list] = {}
+    for m in markers:
+        for spk, (total, squares, count) in m.get("f0_stats", {}).items():
+            acc = totals.setdefault(spk, [0.0, 0.0, 0])
+            acc[0], acc[1], acc[2] = acc[0] + total, acc[1] + squares, acc[2] + count
+    f0_by_speaker = {
+        spk: {"mean_hz": round(t / n, 2), "std_hz": round(float(np.sqrt(max(sq / n - (t / n) ** 2, 0.0))), 2),
+              "voiced_frames": n}
+        for spk, (t, sq, n) in sorted(totals.items()) if n
+    }
     manifest = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "input": markers[0]["input"],
         "codec": markers[0]["codec"],
         "world_size": world_size,
         "speakers": sorted({s for m in markers for s in m["speakers"]}),
+        "f0_by_speaker": f0_by_speaker,
         "buckets": dict(sorted(buckets.items())),
         "totals": {
             "rows": sum(m["rows"] for m in markers),
@@ -189,15 +208,32 @@ def _process(row: Utterance, source: Store, settings: Settings, codec: Codec,
     digest = hashlib.sha256(data).hexdigest()
     if digest in seen_audio:
         return reject("duplicate_audio", f"same audio bytes as {seen_audio[digest]!r}")
+    pre = settings.preprocess
     try:
         samples, rate = decode(data)
-        audio = clean(samples, rate, settings.preprocess)
+        cleaned = clean(samples, rate, pre)
     except AudioError as exc:
         return reject(exc.reason, str(exc))
+    audio, sr = cleaned.samples, pre.sample_rate_hz
+    duration = len(audio) / sr
+    letters = sum(ch.isalnum() for ch in analysis.normalized)
+    if not pre.min_chars_per_s <= letters / duration <= pre.max_chars_per_s:
+        return reject("speaking_rate", f"{letters / duration:.1f} characters per second is outside "
+                                       f"[{pre.min_chars_per_s}, {pre.max_chars_per_s}]: transcript and audio "
+                                       "probably do not match")
     seen_audio[digest] = row.id
 
     codes = codec.encode(audio)
+    frames = codes.shape[0]
+    words = analysis.to_dict()["words"]
+    times, aligner = word_times(words, row.custom.get("word_timings"), cleaned.offset_s, duration,
+                                speech_bounds(audio, sr, pre.trim_top_db))
+    particle, switch = frame_masks(words, analysis.switches, times, frames, codec.frame_rate_hz,
+                                   pre.switch_margin_s)
+    f0, energy = f0_energy(audio, sr, codec.frame_rate_hz, frames)
     return make_sample(
         utt_id=row.id, speaker_id=row.speaker_id, text=row.text, analysis=analysis.to_dict(),
-        split=split_of(row.id), duration_s=len(audio) / settings.preprocess.sample_rate_hz, codes=codes,
+        split=split_of(row.id), duration_s=duration, codes=codes,
+        extras={"particle_mask": particle, "switch_mask": switch, "f0_hz": f0, "energy_db": energy,
+                "word_times": [[round(t.start_s, 4), round(t.end_s, 4)] for t in times], "aligner": aligner},
     )

@@ -40,7 +40,13 @@ COLUMNS = {
     "split": "str",
     "duration_s": "float64",
     "codes": "ndarray:int16",  # (frames, codebooks) Mimi codes
-    "frame_weights": "ndarray:float32",  # (frames,) loss weight per frame; ones until masks land
+    "frame_weights": "ndarray:float32",  # (frames,) base loss weight per frame
+    "particle_mask": "ndarray:uint8",  # (frames,) 1 inside a particle word
+    "switch_mask": "ndarray:uint8",  # (frames,) 1 within the margin of a language switch
+    "f0_hz": "ndarray:float32",  # (frames,) pyworld F0, 0 where unvoiced
+    "energy_db": "ndarray:float32",  # (frames,)
+    "word_times": "json",  # [[start_s, end_s], ...] per word, on the cleaned audio's clock
+    "aligner": "str",  # which aligner produced word_times
 }
 
 
@@ -106,7 +112,8 @@ def shard_writer(run: Store, rank: int = 0) -> Iterator[ShardWriter]:
 
 
 def make_sample(*, utt_id: str, speaker_id: str, text: str, analysis: dict[str, Any], split: str,
-                duration_s: float, codes: np.ndarray) -> dict[str, Any]:
+                duration_s: float, codes: np.ndarray, extras: dict[str, Any]) -> dict[str, Any]:
+    """One shard sample; `extras` holds the per-frame masks and features and the word timings."""
     return {
         "id": utt_id,
         "speaker_id": speaker_id,
@@ -119,6 +126,7 @@ def make_sample(*, utt_id: str, speaker_id: str, text: str, analysis: dict[str, 
         "duration_s": float(duration_s),
         "codes": np.ascontiguousarray(codes, dtype=np.int16),
         "frame_weights": np.ones(codes.shape[0], dtype=np.float32),
+        **extras,
     }
 
 

@@ -25,7 +25,7 @@ def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
 @pytest.mark.parametrize("name", ["cs_001_01.flac", "cs_002_02.wav", "cs_003_01.ogg", "cs_005_01.mp3"])
 def test_every_bundled_format_decodes_and_cleans_to_24k(name):
     samples, rate = decode((SAMPLE / "audio" / name).read_bytes())
-    out = clean(samples, rate, SETTINGS)
+    out = clean(samples, rate, SETTINGS).samples
     assert out.dtype == np.float32 and out.ndim == 1
     expected = samples.shape[0] / rate
     assert abs(len(out) / 24_000 - expected) < expected * 0.5  # only edge silence may go
@@ -37,7 +37,9 @@ def test_every_bundled_format_decodes_and_cleans_to_24k(name):
 def test_long_edge_silence_is_trimmed_to_the_kept_margin():
     samples, rate = decode((SAMPLE / "audio" / "cs_001_01.flac").read_bytes())
     padded = np.concatenate([np.zeros((3 * rate, 1), np.float32), samples, np.zeros((2 * rate, 1), np.float32)])
-    out = clean(padded, rate, SETTINGS)
+    cleaned = clean(padded, rate, SETTINGS)
+    out = cleaned.samples
+    assert 2.7 < cleaned.offset_s < 3.0  # where the kept audio starts in the original
     voiced = np.flatnonzero(np.abs(out) > 1e-3)
     lead, tail = voiced[0] / 24_000, (len(out) - voiced[-1]) / 24_000
     assert lead <= 0.5 and tail <= 0.5
@@ -48,7 +50,7 @@ def test_stereo_is_mixed_to_mono():
     stereo = np.concatenate([samples, samples * 0.5], axis=1)
     samples2, rate2 = decode(wav_bytes(stereo, rate))
     assert samples2.shape[1] == 2
-    assert clean(samples2, rate2, SETTINGS).ndim == 1
+    assert clean(samples2, rate2, SETTINGS).samples.ndim == 1
 
 
 @pytest.mark.parametrize(("data", "reason"), [
@@ -72,3 +74,31 @@ def test_unusable_audio_raises_with_a_reason(samples, rate, reason):
     with pytest.raises(AudioError) as err:
         clean(samples, rate, SETTINGS)
     assert err.value.reason == reason
+
+
+def _speech() -> tuple[np.ndarray, int]:
+    return decode((SAMPLE / "audio" / "cs_001_01.flac").read_bytes())
+
+
+def test_clipped_audio_is_rejected():
+    samples, rate = _speech()
+    loud = np.clip(samples * 50, -1.0, 1.0)
+    with pytest.raises(AudioError) as err:
+        clean(loud, rate, SETTINGS)
+    assert err.value.reason == "clipping"
+
+
+def test_speech_buried_in_noise_is_rejected():
+    samples, rate = _speech()
+    noisy = samples + np.random.default_rng(0).normal(0, 0.3, samples.shape).astype(np.float32)
+    with pytest.raises(AudioError) as err:
+        clean(np.clip(noisy, -0.99, 0.99), rate, SETTINGS)
+    assert err.value.reason == "low_snr"
+
+
+def test_a_file_that_is_mostly_silence_is_rejected():
+    samples, rate = _speech()
+    padded = np.concatenate([np.zeros((rate * 15, 1), np.float32), samples])
+    with pytest.raises(AudioError) as err:
+        clean(padded, rate, SETTINGS)
+    assert err.value.reason == "mostly_silence"

@@ -104,3 +104,23 @@ def test_the_stream_resumes_mid_window_with_the_same_batches(run_store, tmp_path
     seen += [[s["id"] for s in next(it)] for _ in range(4)]
     second.close()
     assert seen == expected
+
+
+def test_phase_weights_reach_the_particle_frames_of_real_shards(run_store, tmp_path, cache_dir):
+    from transformers import AutoTokenizer, CsmForConditionalGeneration
+
+    from preprocess.codec import tiny_bundle
+
+    path = tiny_bundle(cache_dir)
+    config = CsmForConditionalGeneration.from_pretrained(path).config
+    stream = ShardStream(run_store, [("data/phase3/train", 1.0)], 4, 5, tmp_path / "cache")
+    try:
+        samples = next(stream.batches())
+    finally:
+        stream.close()
+    batch = build_batch(samples, AutoTokenizer.from_pretrained(path), config,
+                        {"speaker_01": 0, "speaker_02": 1}, particle_weight=2.0)
+    weights = batch.frame_weights[batch.frame_weights > 0]
+    assert set(weights.unique().tolist()) == {1.0, 2.0}
+    expected = sum(int(np.asarray(s["particle_mask"]).sum()) for s in samples)
+    assert int((batch.frame_weights == 2.0).sum()) == expected

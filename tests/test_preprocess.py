@@ -22,6 +22,8 @@ def test_sample_corpus_becomes_shards_for_every_phase_and_speaker(preprocessed_s
     assert manifest["totals"]["rows"] == len(rows) == manifest["totals"]["samples"]
     assert manifest["quarantine"]["count"] == 0
     assert manifest["speakers"] == ["speaker_01", "speaker_02"]
+    f0 = manifest["f0_by_speaker"]
+    assert f0["speaker_01"]["mean_hz"] > f0["speaker_02"]["mean_hz"]  # the pitched-up synthetic voice
     buckets = manifest["buckets"]
     for key in ("phase1/train", "phase2/train", "phase3/train", "phase4/speaker_01/train",
                 "phase4/speaker_02/train"):
@@ -44,6 +46,12 @@ def test_shard_samples_carry_codes_tags_and_weights(preprocessed_store, tmp_path
     frames = sample["codes"].shape[0]
     assert abs(frames - sample["duration_s"] * 12.5) <= 2
     assert sample["frame_weights"].shape == (frames,) and np.all(sample["frame_weights"] == 1.0)
+    # The bundled corpus carries true word timings: particle frames are where the particle was said.
+    assert sample["aligner"] == "manifest" and len(sample["word_times"]) == len(sample["words"])
+    particle_words = [t for w, t in zip(sample["words"], sample["word_times"], strict=True) if w["lang"] == "particle"]
+    marked = np.flatnonzero(sample["particle_mask"]) / 12.5
+    assert marked.size and all(any(s - 0.08 <= f <= e for s, e in particle_words) for f in marked)
+    assert sample["f0_hz"].shape == (frames,) and (sample["f0_hz"] > 0).mean() > 0.3
     assert sample["split"] == split_of(sample["id"]) == "train"
 
 
@@ -61,6 +69,8 @@ def test_broken_inputs_are_quarantined_with_reasons_and_nothing_else_is_lost(tmp
     rng = np.random.default_rng(0)
     sf.write(corpus / "audio" / "lowrate.wav", rng.normal(0, 0.1, 8000 * 2).astype(np.float32), 8000)
     shutil.copy(corpus / rows[0]["audio"], corpus / "audio" / "copy.flac")
+    speech, speech_rate = sf.read(corpus / rows[0]["audio"])
+    sf.write(corpus / "audio" / "other.wav", speech * 0.5, speech_rate)  # new bytes, same length
     bad = [
         {"id": "missing", "audio": "audio/nope.wav", "text": "Saya nak go", "speaker_id": "speaker_01"},
         {"id": "garbage", "audio": "audio/garbage.wav", "text": "Saya nak go", "speaker_id": "speaker_01"},
@@ -71,6 +81,8 @@ def test_broken_inputs_are_quarantined_with_reasons_and_nothing_else_is_lost(tmp
         {"id": "bad_tags", "audio": rows[3]["audio"], "text": "Boleh leh", "speaker_id": "speaker_02",
          "word_langs": ["ms"]},
         {"id": "no_speaker", "audio": rows[3]["audio"], "text": "Boleh leh"},
+        {"id": "wrong_text", "audio": "audio/other.wav", "speaker_id": "speaker_01",
+         "text": " ".join(["panjang"] * 40)},
     ]
     lines = [json.dumps(r) for r in rows] + [json.dumps(r) for r in bad] + ["{not json"]
     (corpus / "manifest.jsonl").write_text("\n".join(lines) + "\n")
@@ -83,7 +95,8 @@ def test_broken_inputs_are_quarantined_with_reasons_and_nothing_else_is_lost(tmp
     assert reasons == {
         "missing": "missing_audio", "garbage": "unreadable_audio", "empty_text": "empty_text",
         "lowrate": "low_sample_rate", "dup_audio": "duplicate_audio", rows[2]["id"]: "duplicate_id",
-        "bad_tags": "tags_mismatch", "no_speaker": "malformed_row", "line_13": "malformed_row",
+        "bad_tags": "tags_mismatch", "no_speaker": "malformed_row", "line_14": "malformed_row",
+        "wrong_text": "speaking_rate",
     }
     assert all(q["detail"] for q in quarantined)
     assert report.samples == len(rows) and report.quarantined == len(bad) + 1

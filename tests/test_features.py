@@ -1,0 +1,47 @@
+"""Features for training and reports: F0, word timings, frame masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from preprocess.features import WordTime, f0_energy, frame_masks, word_times
+
+WORDS = [{"text": "Okay", "lang": "en"}, {"text": "lah", "lang": "particle"}, {"text": "saya", "lang": "ms"},
+         {"text": "go", "lang": "en"}]
+
+
+def test_f0_follows_a_known_pitch_per_codec_frame():
+    sr, seconds = 24_000, 1.6
+    t = np.arange(int(sr * seconds)) / sr
+    tone = (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
+    tone[: sr // 2] = 0  # unvoiced first half second
+    f0, energy = f0_energy(tone, sr, 12.5, frames=20)
+    assert np.all(f0[:5] == 0)
+    assert np.allclose(f0[8:18], 180, rtol=0.03)
+    assert energy[10] > energy[2] + 40
+
+
+def test_manifest_timings_are_moved_onto_the_cleaned_clock():
+    given = [{"word": w["text"], "start": 0.5 + i, "end": 1.2 + i} for i, w in enumerate(WORDS)]
+    times, aligner = word_times(WORDS, given, offset_s=0.3, duration_s=5.0, speech=(0.1, 4.0))
+    assert aligner == "manifest"
+    assert (times[0].start_s, times[0].end_s) == pytest.approx((0.2, 0.9))
+
+
+def test_without_timings_words_share_the_speech_by_length():
+    times, aligner = word_times(WORDS, None, offset_s=0.0, duration_s=3.0, speech=(0.2, 2.2))
+    assert aligner == "proportional"
+    assert times[0].start_s == 0.2 and abs(times[-1].end_s - 2.2) < 1e-9
+    durations = [t.end_s - t.start_s for t in times]
+    assert durations[0] == max(durations)  # "Okay" / "saya" (4 letters) beat "go" (2)
+    mismatched, aligner = word_times(WORDS, [{"start": 0, "end": 1}], 0.0, 3.0, (0.2, 2.2))
+    assert aligner == "proportional"  # a timing list that does not match the words is not trusted
+
+
+def test_masks_mark_particle_frames_and_the_frames_around_a_switch():
+    times = [WordTime(0.0, 0.4), WordTime(0.4, 0.8), WordTime(0.8, 1.2), WordTime(1.2, 1.6)]
+    particle, switch = frame_masks(WORDS, switches=[2, 3], times=times, frames=20, frame_rate_hz=12.5,
+                                   switch_margin_s=0.08)
+    assert np.flatnonzero(particle).tolist() == [5, 6, 7, 8, 9]  # 0.40-0.80 s overlaps frames 5..9
+    assert np.flatnonzero(switch).tolist() == [9, 10, 14, 15]  # 0.08 s around 0.8 s and 1.2 s
