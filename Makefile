@@ -62,6 +62,7 @@ endif
 
 train-local: setup
 	SUARA_CONFIG=$(LOCAL_CONFIG) $(BIN)/python -m preprocess run
+	SUARA_CONFIG=$(LOCAL_CONFIG) $(BIN)/python -m preprocess report
 	@for phase in 1 2 3 4; do \
 		SUARA_CONFIG=$(LOCAL_CONFIG) $(BIN)/python -m trainer train --phase $$phase || exit $$?; \
 	done

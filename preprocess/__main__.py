@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="this machine's share (default: $SKYPILOT_NODE_RANK or 0)")
     run_p.add_argument("--world-size", type=int, default=int(os.environ.get("SKYPILOT_NUM_NODES", "1")),
                        help="number of machines (default: $SKYPILOT_NUM_NODES or 1)")
+    report_p = sub.add_parser("report", help="write the run's HTML data report (plots) and link it")
+    report_p.add_argument("--run-id", help="override SUARA_RUN_ID")
     merge_p = sub.add_parser("merge", help="join the ranks' shards into one dataset (run() does it itself)")
     merge_p.add_argument("--run-id", help="override SUARA_RUN_ID")
     merge_p.add_argument("--world-size", type=int, required=True)
@@ -34,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings(args.config, run_id=args.run_id)
+        if args.command == "report":
+            from preprocess.report import build_report
+
+            uri = build_report(Store.from_settings(settings).child(settings.run_prefix), settings.cache_dir)
+            print(f"data report: {uri}")
+            return 0
         if args.command == "merge":
             report = merge(Store.from_settings(settings).child(settings.run_prefix), args.world_size)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -162,3 +163,25 @@ def test_two_ranks_as_two_processes_build_one_dataset(tmp_path, make_settings):
     assert sorted(seen) == sorted(ids)  # every row exactly once
     quarantine = run_store.get_bytes("quarantine.jsonl").decode().splitlines()
     assert [json.loads(q)["id"] for q in quarantine] == ["gone"]
+
+
+def test_data_report_has_its_plots_and_the_quarantine(preprocessed_store, tmp_path, cache_dir):
+    import re
+
+    from preprocess.report import build_report, particle_contours
+
+    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), tmp_path / "s")
+    run_store = Store(f"file://{tmp_path / 's'}").child("runs/shared")
+    run_store.put_text("quarantine.jsonl", json.dumps({"id": "bad<1>", "reason": "clipping", "detail": "x"}) + "\n")
+    uri = build_report(run_store, cache_dir)
+    page = Path(uri).read_text()
+    assert len(re.findall(r"data:image/png;base64,", page)) == 5
+    for title in ("Durations", "Hours per speaker and phase", "Language mix", "F0 per speaker",
+                  "Mean F0 contour of each particle"):
+        assert title in page
+    assert "bad&lt;1&gt;" in page  # escaped
+    assert run_store.get_json("data/manifest.json")["report"] == "report.html"
+    sample = {"speaker_id": "s", "words": [{"lang": "particle", "particle": "leh"}],
+              "word_times": [[0.0, 0.8]], "f0_hz": np.linspace(100, 200, 10)}
+    rising = particle_contours([sample], {"s": 150.0})["leh"]
+    assert rising[0] < 0 < rising[-1] and np.all(np.diff(rising) > 0)
