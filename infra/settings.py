@@ -156,6 +156,9 @@ class PreprocessSettings(_Strict):
     min_chars_per_s: float = Field(default=2.0, ge=0)  # implausible speaking rates are transcript errors
     max_chars_per_s: float = Field(default=30.0, gt=0)
     switch_margin_s: float = Field(default=0.24, ge=0)  # frames this close to a language switch are "switch"
+    # Word timings when the manifest has none: espeak-ng + DTW (auto: when espeak-ng is installed)
+    # or a proportional split of the speech by word length.
+    aligner: Literal["auto", "espeak_dtw", "proportional"] = "auto"
 
     @model_validator(mode="after")
     def _bounds(self) -> PreprocessSettings:

@@ -23,11 +23,26 @@ def main(argv: list[str] | None = None) -> int:
                        help="number of machines (default: $SKYPILOT_NUM_NODES or 1)")
     report_p = sub.add_parser("report", help="write the run's HTML data report (plots) and link it")
     report_p.add_argument("--run-id", help="override SUARA_RUN_ID")
+    eval_p = sub.add_parser("align-eval", help="word-boundary error of the espeak-ng+DTW aligner on a corpus "
+                                                "with true timings, after stretching, pitch-shifting, noise")
+    eval_p.add_argument("--corpus", help="folder with manifest.jsonl and word_timings (default: sample corpus)")
+    eval_p.add_argument("--every", type=int, default=1, help="use every N-th utterance")
     merge_p = sub.add_parser("merge", help="join the ranks' shards into one dataset (run() does it itself)")
     merge_p.add_argument("--run-id", help="override SUARA_RUN_ID")
     merge_p.add_argument("--world-size", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    if args.command == "align-eval":
+        from preprocess import align
+        from preprocess.pipeline import SAMPLE_CORPUS
+
+        if not align.available():
+            raise SystemExit("error: espeak-ng is not installed (apt-get install espeak-ng)")
+        result = align.evaluate(args.corpus or str(SAMPLE_CORPUS), every=args.every)
+        print(f"{result['boundaries']} word boundaries in {result['utterances']} utterances: "
+              f"median error {result['median_ms']:.0f} ms, 90th percentile {result['p90_ms']:.0f} ms")
+        return 0
 
     from infra.settings import SettingsError, load_settings
     from infra.storage import Store

@@ -1,9 +1,9 @@
 """Per-utterance features: F0 (pyworld) and energy per Mimi frame, word timings, frame masks.
 
 Word timings come from the manifest when it has them (`word_timings`: [{word, start, end}], the
-bundled corpus's true timings) and otherwise from a proportional split of the speech between the
-trimmed edges by word length — a crude aligner, recorded as such in every sample (`aligner`), for
-the forced aligner to replace. Masks per 12.5 Hz frame feed the trainer's loss weights: frames
+bundled corpus's true timings), else from the espeak-ng + DTW aligner (preprocess/align.py), else
+from a proportional split of the speech by word length; every sample records which (`aligner`).
+Masks per 12.5 Hz frame feed the trainer's loss weights: frames
 inside a particle word, and frames within a margin of a language switch.
 """
 
@@ -44,21 +44,26 @@ def f0_energy(audio: np.ndarray, sample_rate: int, frame_rate_hz: float, frames:
     return f0_frames, energy
 
 
-def word_times(words: list[dict[str, Any]], given: Any, offset_s: float, duration_s: float,
-               speech: tuple[float, float]) -> tuple[list[WordTime], str]:
-    """Timings of the analysis words on the cleaned audio's clock, and which aligner made them."""
-    if isinstance(given, list) and len(given) == len(words):
-        try:
-            times = [WordTime(max(0.0, float(g["start"]) - offset_s), min(duration_s, float(g["end"]) - offset_s))
-                     for g in given]
-        except (KeyError, TypeError, ValueError):
-            times = []
-        if times and all(t.end_s > t.start_s for t in times):
-            return times, "manifest"
+def manifest_times(words: list[dict[str, Any]], given: Any, offset_s: float,
+                   duration_s: float) -> list[WordTime] | None:
+    """The manifest's `word_timings` moved onto the cleaned audio's clock, or None when absent or
+    not one valid (start < end) entry per word."""
+    if not isinstance(given, list) or len(given) != len(words):
+        return None
+    try:
+        times = [WordTime(max(0.0, float(g["start"]) - offset_s), min(duration_s, float(g["end"]) - offset_s))
+                 for g in given]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return times if all(t.end_s > t.start_s for t in times) else None
+
+
+def proportional_times(words: list[dict[str, Any]], speech: tuple[float, float]) -> list[WordTime]:
+    """The speech between the trimmed edges shared among the words by their length."""
     start, end = speech
     lengths = np.array([max(1, len(w["text"])) for w in words], dtype=np.float64)
     edges = start + (end - start) * np.concatenate([[0.0], np.cumsum(lengths) / lengths.sum()])
-    return [WordTime(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)], "proportional"
+    return [WordTime(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def frame_masks(words: list[dict[str, Any]], switches: list[int], times: list[WordTime], frames: int,

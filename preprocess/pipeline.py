@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from infra.settings import Settings
 from infra.storage import Store
+from preprocess import align
 from preprocess.audio import AudioError, clean, decode
 from preprocess.codec import Codec
-from preprocess.features import f0_energy, frame_masks, speech_bounds, word_times
+from preprocess.features import f0_energy, frame_masks, manifest_times, proportional_times, speech_bounds
 from preprocess.manifest import Rejected, Utterance, read_manifest
 from preprocess.shards import DATA_PREFIX, make_sample, merge_indexes, rank_dir, shard_writer, split_of
 from preprocess.text import analyze, with_tags
@@ -83,6 +84,9 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
     if world_size == 1:
         run_store.delete(RANKS_PREFIX)  # markers of an earlier multi-rank layout
 
+    if settings.preprocess.aligner == "espeak_dtw" and not align.available():
+        raise ValueError("preprocess.aligner=espeak_dtw needs espeak-ng (apt-get install espeak-ng); "
+                         "or use auto / proportional")
     codec = Codec.load(settings.codec, settings.cache_dir, settings.device)
     rows = [r for r in read_manifest(source) if rank_of(r.id, world_size) == rank]
     rejected: list[Rejected] = []
@@ -186,6 +190,19 @@ def merge(run_store: Store, world_size: int) -> Report:
     )
 
 
+def _word_times(words: list[dict[str, Any]], row: Utterance, offset_s: float, audio: np.ndarray,
+                pre: Any) -> tuple[list[Any], str]:
+    """Manifest timings when given, else the configured aligner (auto: espeak-ng + DTW when
+    espeak-ng is installed, else a proportional split)."""
+    duration = len(audio) / pre.sample_rate_hz
+    given = manifest_times(words, row.custom.get("word_timings"), offset_s, duration)
+    if given is not None:
+        return given, "manifest"
+    if pre.aligner == "espeak_dtw" or (pre.aligner == "auto" and align.available()):
+        return align.align(audio, pre.sample_rate_hz, [(w["text"], w["lang"]) for w in words]), "espeak_dtw"
+    return proportional_times(words, speech_bounds(audio, pre.sample_rate_hz, pre.trim_top_db)), "proportional"
+
+
 def _process(row: Utterance, source: Store, settings: Settings, codec: Codec,
              seen_audio: dict[str, str]) -> dict[str, Any] | Rejected:
     def reject(reason: str, detail: str) -> Rejected:
@@ -226,8 +243,7 @@ def _process(row: Utterance, source: Store, settings: Settings, codec: Codec,
     codes = codec.encode(audio)
     frames = codes.shape[0]
     words = analysis.to_dict()["words"]
-    times, aligner = word_times(words, row.custom.get("word_timings"), cleaned.offset_s, duration,
-                                speech_bounds(audio, sr, pre.trim_top_db))
+    times, aligner = _word_times(words, row, cleaned.offset_s, audio, pre)
     particle, switch = frame_masks(words, analysis.switches, times, frames, codec.frame_rate_hz,
                                    pre.switch_margin_s)
     f0, energy = f0_energy(audio, sr, codec.frame_rate_hz, frames)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from preprocess.features import WordTime, f0_energy, frame_masks, word_times
+from preprocess.features import WordTime, f0_energy, frame_masks, manifest_times, proportional_times
 
 WORDS = [{"text": "Okay", "lang": "en"}, {"text": "lah", "lang": "particle"}, {"text": "saya", "lang": "ms"},
          {"text": "go", "lang": "en"}]
@@ -24,19 +24,17 @@ def test_f0_follows_a_known_pitch_per_codec_frame():
 
 def test_manifest_timings_are_moved_onto_the_cleaned_clock():
     given = [{"word": w["text"], "start": 0.5 + i, "end": 1.2 + i} for i, w in enumerate(WORDS)]
-    times, aligner = word_times(WORDS, given, offset_s=0.3, duration_s=5.0, speech=(0.1, 4.0))
-    assert aligner == "manifest"
+    times = manifest_times(WORDS, given, offset_s=0.3, duration_s=5.0)
     assert (times[0].start_s, times[0].end_s) == pytest.approx((0.2, 0.9))
 
 
 def test_without_timings_words_share_the_speech_by_length():
-    times, aligner = word_times(WORDS, None, offset_s=0.0, duration_s=3.0, speech=(0.2, 2.2))
-    assert aligner == "proportional"
+    times = proportional_times(WORDS, speech=(0.2, 2.2))
     assert times[0].start_s == 0.2 and abs(times[-1].end_s - 2.2) < 1e-9
     durations = [t.end_s - t.start_s for t in times]
     assert durations[0] == max(durations)  # "Okay" / "saya" (4 letters) beat "go" (2)
-    mismatched, aligner = word_times(WORDS, [{"start": 0, "end": 1}], 0.0, 3.0, (0.2, 2.2))
-    assert aligner == "proportional"  # a timing list that does not match the words is not trusted
+    assert manifest_times(WORDS, [{"start": 0, "end": 1}], 0.0, 3.0) is None  # not one per word: untrusted
+    assert manifest_times(WORDS, None, 0.0, 3.0) is None
 
 
 def test_masks_mark_particle_frames_and_the_frames_around_a_switch():

@@ -185,3 +185,21 @@ def test_data_report_has_its_plots_and_the_quarantine(preprocessed_store, tmp_pa
               "word_times": [[0.0, 0.8]], "f0_hz": np.linspace(100, 200, 10)}
     rising = particle_contours([sample], {"s": 150.0})["leh"]
     assert rising[0] < 0 < rising[-1] and np.all(np.diff(rising) > 0)
+
+
+def test_rows_without_timings_are_aligned_and_say_by_what(tmp_path, make_settings):
+    from streaming import StreamingDataset
+
+    from preprocess import align
+
+    corpus = small_corpus(tmp_path / "corpus", ["pa_001_01", "pa_005_01"])
+    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    (corpus / "manifest.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in r.items() if k != "word_timings"}) + "\n" for r in rows))
+    settings = make_settings()
+    run(settings, input_store(str(corpus), settings), progress=False)
+    run_store = Store(settings.store).child(settings.run_prefix)
+    ds = StreamingDataset(remote=run_store.uri("data/phase3/train"), local=str(tmp_path / "c"), batch_size=1)
+    expected = "espeak_dtw" if align.available() else "proportional"
+    assert {ds[i]["aligner"] for i in range(len(ds))} == {expected}
+    assert all(ds[i]["particle_mask"].sum() > 0 for i in range(len(ds)))
