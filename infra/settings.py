@@ -159,6 +159,8 @@ class PreprocessSettings(_Strict):
     # Word timings when the manifest has none: espeak-ng + DTW (auto: when espeak-ng is installed)
     # or a proportional split of the speech by word length.
     aligner: Literal["auto", "espeak_dtw", "proportional"] = "auto"
+    workers: int = Field(default=0, ge=0)  # processes for the per-row work; 0 = one per core
+    codec_batch: int = Field(default=16, gt=0)  # clips per Mimi forward pass
 
     @model_validator(mode="after")
     def _bounds(self) -> PreprocessSettings:

@@ -127,12 +127,28 @@ class Codec:
         return {"name": self.name, "num_codebooks": self.num_codebooks,
                 "sample_rate_hz": self.sample_rate_hz, "frame_rate_hz": self.frame_rate_hz}
 
-    @torch.inference_mode()
+    @property
+    def hop(self) -> int:
+        return int(round(self.sample_rate_hz / self.frame_rate_hz))  # 1920 samples per frame
+
     def encode(self, samples: np.ndarray) -> np.ndarray:
         """Mono float samples at the codec's rate -> codes (frames, codebooks) int16."""
-        x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).to(self.device)[None, None]
-        codes = self.model.encode(x, num_quantizers=self.num_codebooks).audio_codes  # (1, K, F)
-        return codes[0].T.to(torch.int16).cpu().numpy()
+        return self.encode_batch([samples])[0]
+
+    @torch.inference_mode()
+    def encode_batch(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        """Several clips in one forward pass. Each is zero-padded to whole frames first, which makes
+        the codes independent of the batch: Mimi's encoder is causal, so what follows a clip's last
+        frame (more zeros, in a batch) cannot change them."""
+        if not clips:
+            return []
+        frames = [-(-len(c) // self.hop) for c in clips]
+        batch = np.zeros((len(clips), 1, max(frames) * self.hop), dtype=np.float32)
+        for i, clip in enumerate(clips):
+            batch[i, 0, : len(clip)] = clip
+        codes = self.model.encode(torch.from_numpy(batch).to(self.device), num_quantizers=self.num_codebooks)
+        out = codes.audio_codes.to(torch.int16).cpu().numpy()  # (B, K, F)
+        return [out[i, :, :n].T.copy() for i, n in enumerate(frames)]
 
     @torch.inference_mode()
     def decode(self, codes: np.ndarray) -> np.ndarray:

@@ -10,7 +10,12 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +26,10 @@ from tqdm import tqdm
 from infra.settings import Settings
 from infra.storage import Store
 from preprocess import align
-from preprocess.audio import AudioError, clean, decode
 from preprocess.codec import Codec
-from preprocess.features import f0_energy, frame_masks, manifest_times, proportional_times, speech_bounds
 from preprocess.manifest import Rejected, Utterance, read_manifest
+from preprocess.prepare import FRAME_RATE_HZ, Prepared, prepare
 from preprocess.shards import DATA_PREFIX, make_sample, merge_indexes, rank_dir, shard_writer, split_of
-from preprocess.text import analyze, with_tags
 
 log = logging.getLogger(__name__)
 SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -88,34 +91,59 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
         raise ValueError("preprocess.aligner=espeak_dtw needs espeak-ng (apt-get install espeak-ng); "
                          "or use auto / proportional")
     codec = Codec.load(settings.codec, settings.cache_dir, settings.device)
+    if abs(codec.frame_rate_hz - FRAME_RATE_HZ) > 1e-9:
+        raise ValueError(f"codec {settings.codec} runs at {codec.frame_rate_hz} frames/s; Suara expects Mimi's 12.5")
     rows = [r for r in read_manifest(source) if rank_of(r.id, world_size) == rank]
     rejected: list[Rejected] = []
+    jobs: list[Utterance] = []
     seen_ids: set[str] = set()
+    for row in rows:
+        if isinstance(row, Rejected):
+            rejected.append(row)
+        elif row.id in seen_ids:
+            rejected.append(Rejected(row.id, "duplicate_id", f"id {row.id!r} appears more than once", row.audio))
+        else:
+            seen_ids.add(row.id)
+            jobs.append(row)
     seen_audio: dict[str, str] = {}
     speakers: set[str] = set()
     f0_stats: dict[str, list] = {}  # speaker -> [sum, sum of squares, voiced frames]
-    desc = "preprocess" if world_size == 1 else f"preprocess rank {rank}/{world_size}"
-    with shard_writer(run_store, rank) as writer:
-        for row in tqdm(rows, desc=desc, unit="utt", disable=not progress):
-            if isinstance(row, Rejected):
-                rejected.append(row)
-                continue
-            if row.id in seen_ids:
-                rejected.append(Rejected(row.id, "duplicate_id", f"id {row.id!r} appears more than once",
-                                         row.audio))
-                continue
-            seen_ids.add(row.id)
-            outcome = _process(row, source, settings, codec, seen_audio)
-            if isinstance(outcome, Rejected):
-                rejected.append(outcome)
-                continue
-            writer.write(outcome)
-            speakers.add(row.speaker_id)
-            voiced = outcome["f0_hz"][outcome["f0_hz"] > 0].astype(np.float64)
-            acc = f0_stats.setdefault(row.speaker_id, [0.0, 0.0, 0])
+    pending: list[Prepared] = []
+
+    def flush(writer: Any) -> None:
+        for item, codes in zip(pending, codec.encode_batch([p.audio for p in pending]), strict=True):
+            writer.write(make_sample(
+                utt_id=item.row.id, speaker_id=item.row.speaker_id, text=item.row.text, analysis=item.analysis,
+                split=split_of(item.row.id), duration_s=len(item.audio) / settings.preprocess.sample_rate_hz,
+                codes=codes, extras=item.extras,
+            ))
+            speakers.add(item.row.speaker_id)
+            f0 = item.extras["f0_hz"]
+            voiced = f0[f0 > 0].astype(np.float64)
+            acc = f0_stats.setdefault(item.row.speaker_id, [0.0, 0.0, 0])
             acc[0] += float(voiced.sum())
             acc[1] += float((voiced**2).sum())
             acc[2] += int(voiced.size)
+        pending.clear()
+
+    desc = "preprocess" if world_size == 1 else f"preprocess rank {rank}/{world_size}"
+    work = [(row, source.url, source.endpoint_url, settings.preprocess) for row in jobs]
+    workers = settings.preprocess.workers or os.cpu_count() or 1
+    with shard_writer(run_store, rank) as writer, _pool(workers) as pool:
+        results = pool.map(prepare, work, chunksize=4) if pool else map(prepare, work)
+        for outcome in tqdm(results, total=len(work), desc=desc, unit="utt", disable=not progress):
+            if isinstance(outcome, Rejected):
+                rejected.append(outcome)
+                continue
+            if outcome.digest in seen_audio:
+                rejected.append(Rejected(outcome.row.id, "duplicate_audio",
+                                         f"same audio bytes as {seen_audio[outcome.digest]!r}", outcome.row.audio))
+                continue
+            seen_audio[outcome.digest] = outcome.row.id
+            pending.append(outcome)
+            if len(pending) >= settings.preprocess.codec_batch:
+                flush(writer)
+        flush(writer)
     for item in rejected:
         log.warning("quarantined %s: %s (%s)", item.id, item.reason, item.detail)
     run_store.put_json(marker_key(rank), {
@@ -129,6 +157,16 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
     log.info("rank %d of %d done; the last rank to finish merges", rank, world_size)
     return Report(samples=sum(v.samples for k, v in writer.stats.items() if not k.startswith("phase4/")),
                   quarantined=len(rejected), seconds=0.0, manifest_uri="", quarantine_uri="", merged=False)
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes for the per-row work (spawned: they never inherit torch's threads)."""
+    if workers <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
 
 
 def merge(run_store: Store, world_size: int) -> Report:
@@ -190,66 +228,3 @@ def merge(run_store: Store, world_size: int) -> Report:
     )
 
 
-def _word_times(words: list[dict[str, Any]], row: Utterance, offset_s: float, audio: np.ndarray,
-                pre: Any) -> tuple[list[Any], str]:
-    """Manifest timings when given, else the configured aligner (auto: espeak-ng + DTW when
-    espeak-ng is installed, else a proportional split)."""
-    duration = len(audio) / pre.sample_rate_hz
-    given = manifest_times(words, row.custom.get("word_timings"), offset_s, duration)
-    if given is not None:
-        return given, "manifest"
-    if pre.aligner == "espeak_dtw" or (pre.aligner == "auto" and align.available()):
-        return align.align(audio, pre.sample_rate_hz, [(w["text"], w["lang"]) for w in words]), "espeak_dtw"
-    return proportional_times(words, speech_bounds(audio, pre.sample_rate_hz, pre.trim_top_db)), "proportional"
-
-
-def _process(row: Utterance, source: Store, settings: Settings, codec: Codec,
-             seen_audio: dict[str, str]) -> dict[str, Any] | Rejected:
-    def reject(reason: str, detail: str) -> Rejected:
-        return Rejected(row.id, reason, detail, row.audio)
-
-    analysis = analyze(row.text)
-    if not analysis.words:
-        return reject("empty_text", f"transcript {row.text!r} has no words")
-    if row.word_langs is not None or row.particle_tags is not None:
-        try:
-            langs = row.word_langs if row.word_langs is not None else [w.lang for w in analysis.words]
-            analysis = with_tags(analysis, langs, row.particle_tags)
-        except ValueError as exc:
-            return reject("tags_mismatch", f"manifest tags do not fit the words: {exc}")
-
-    try:
-        data = source.get_bytes(row.audio)
-    except FileNotFoundError:
-        return reject("missing_audio", f"audio file {source.uri(row.audio)} does not exist")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest in seen_audio:
-        return reject("duplicate_audio", f"same audio bytes as {seen_audio[digest]!r}")
-    pre = settings.preprocess
-    try:
-        samples, rate = decode(data)
-        cleaned = clean(samples, rate, pre)
-    except AudioError as exc:
-        return reject(exc.reason, str(exc))
-    audio, sr = cleaned.samples, pre.sample_rate_hz
-    duration = len(audio) / sr
-    letters = sum(ch.isalnum() for ch in analysis.normalized)
-    if not pre.min_chars_per_s <= letters / duration <= pre.max_chars_per_s:
-        return reject("speaking_rate", f"{letters / duration:.1f} characters per second is outside "
-                                       f"[{pre.min_chars_per_s}, {pre.max_chars_per_s}]: transcript and audio "
-                                       "probably do not match")
-    seen_audio[digest] = row.id
-
-    codes = codec.encode(audio)
-    frames = codes.shape[0]
-    words = analysis.to_dict()["words"]
-    times, aligner = _word_times(words, row, cleaned.offset_s, audio, pre)
-    particle, switch = frame_masks(words, analysis.switches, times, frames, codec.frame_rate_hz,
-                                   pre.switch_margin_s)
-    f0, energy = f0_energy(audio, sr, codec.frame_rate_hz, frames)
-    return make_sample(
-        utt_id=row.id, speaker_id=row.speaker_id, text=row.text, analysis=analysis.to_dict(),
-        split=split_of(row.id), duration_s=duration, codes=codes,
-        extras={"particle_mask": particle, "switch_mask": switch, "f0_hz": f0, "energy_db": energy,
-                "word_times": [[round(t.start_s, 4), round(t.end_s, 4)] for t in times], "aligner": aligner},
-    )

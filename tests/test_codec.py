@@ -26,3 +26,13 @@ def test_mimi_codes_have_12_5_frames_per_second_and_stay_in_the_codebook(cache_d
     assert codes.min() >= 0 and codes.max() < codec.model.config.codebook_size
     assert len(np.unique(codes)) > 1  # random codebooks, not the all-zero default
     assert codec.decode(codes).shape == (codes.shape[0] * 1920,)
+
+
+def test_batched_encoding_gives_each_clip_the_codes_it_gets_alone(cache_dir):
+    codec = Codec.load("tiny", cache_dir)
+    rng = np.random.default_rng(1)
+    clips = [rng.normal(0, 0.1, n).astype(np.float32) for n in (50_000, 70_001, 1_920 * 3)]
+    batched = codec.encode_batch(clips)
+    for clip, codes in zip(clips, batched, strict=True):
+        assert codes.shape[0] == -(-len(clip) // 1920)
+        assert np.array_equal(codes, codec.encode(clip))

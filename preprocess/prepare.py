@@ -1,0 +1,100 @@
+"""The per-row work of preprocessing, everything but the codec: run in worker processes.
+
+Text analysis, reading and checking the audio, cleaning, word timings, frame masks, F0 and energy.
+This module imports no torch, so a worker process starts quickly; the codec runs batched in the
+main process (preprocess/pipeline.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from infra.settings import PreprocessSettings
+from infra.storage import Store
+from preprocess import align
+from preprocess.audio import AudioError, clean, decode
+from preprocess.features import f0_energy, frame_masks, manifest_times, proportional_times, speech_bounds
+from preprocess.manifest import Rejected, Utterance
+from preprocess.text import analyze, with_tags
+
+# Mimi: 24 kHz at 12.5 frames/s. Clips are zero-padded to whole frames before encoding.
+FRAME_RATE_HZ = 12.5
+
+
+@dataclass
+class Prepared:
+    row: Utterance
+    digest: str  # sha256 of the audio file's bytes (duplicate detection)
+    analysis: dict[str, Any]
+    audio: np.ndarray  # cleaned, at the codec's rate
+    extras: dict[str, Any]  # per-frame masks and features, word timings, aligner
+
+
+_stores: dict[tuple[str, str | None], Store] = {}
+
+
+def _store(url: str, endpoint: str | None) -> Store:
+    key = (url, endpoint)
+    if key not in _stores:  # one filesystem client per worker process
+        _stores[key] = Store(url, endpoint)
+    return _stores[key]
+
+
+def prepare(job: tuple[Utterance, str, str | None, PreprocessSettings]) -> Prepared | Rejected:
+    row, source_url, endpoint, pre = job
+    source = _store(source_url, endpoint)
+
+    def reject(reason: str, detail: str) -> Rejected:
+        return Rejected(row.id, reason, detail, row.audio)
+
+    analysis = analyze(row.text)
+    if not analysis.words:
+        return reject("empty_text", f"transcript {row.text!r} has no words")
+    if row.word_langs is not None or row.particle_tags is not None:
+        try:
+            langs = row.word_langs if row.word_langs is not None else [w.lang for w in analysis.words]
+            analysis = with_tags(analysis, langs, row.particle_tags)
+        except ValueError as exc:
+            return reject("tags_mismatch", f"manifest tags do not fit the words: {exc}")
+    try:
+        data = source.get_bytes(row.audio)
+    except FileNotFoundError:
+        return reject("missing_audio", f"audio file {source.uri(row.audio)} does not exist")
+    try:
+        samples, rate = decode(data)
+        cleaned = clean(samples, rate, pre)
+    except AudioError as exc:
+        return reject(exc.reason, str(exc))
+    audio, sr = cleaned.samples, pre.sample_rate_hz
+    duration = len(audio) / sr
+    letters = sum(ch.isalnum() for ch in analysis.normalized)
+    if not pre.min_chars_per_s <= letters / duration <= pre.max_chars_per_s:
+        return reject("speaking_rate", f"{letters / duration:.1f} characters per second is outside "
+                                       f"[{pre.min_chars_per_s}, {pre.max_chars_per_s}]: transcript and audio "
+                                       "probably do not match")
+    frames = math.ceil(len(audio) / (sr / FRAME_RATE_HZ))
+    words = analysis.to_dict()["words"]
+    times, aligner = word_times(words, row, cleaned.offset_s, audio, pre)
+    particle, switch = frame_masks(words, analysis.switches, times, frames, FRAME_RATE_HZ, pre.switch_margin_s)
+    f0, energy = f0_energy(audio, sr, FRAME_RATE_HZ, frames)
+    extras = {"particle_mask": particle, "switch_mask": switch, "f0_hz": f0, "energy_db": energy,
+              "word_times": [[round(t.start_s, 4), round(t.end_s, 4)] for t in times], "aligner": aligner}
+    return Prepared(row, hashlib.sha256(data).hexdigest(), analysis.to_dict(), audio, extras)
+
+
+def word_times(words: list[dict[str, Any]], row: Utterance, offset_s: float, audio: np.ndarray,
+               pre: PreprocessSettings) -> tuple[list[Any], str]:
+    """Manifest timings when given, else the configured aligner (auto: espeak-ng + DTW when
+    espeak-ng is installed, else a proportional split)."""
+    duration = len(audio) / pre.sample_rate_hz
+    given = manifest_times(words, row.custom.get("word_timings"), offset_s, duration)
+    if given is not None:
+        return given, "manifest"
+    if pre.aligner == "espeak_dtw" or (pre.aligner == "auto" and align.available()):
+        return align.align(audio, pre.sample_rate_hz, [(w["text"], w["lang"]) for w in words]), "espeak_dtw"
+    return proportional_times(words, speech_bounds(audio, pre.sample_rate_hz, pre.trim_top_db)), "proportional"
