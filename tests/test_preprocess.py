@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from infra.storage import Store
@@ -203,3 +204,32 @@ def test_rows_without_timings_are_aligned_and_say_by_what(tmp_path, make_setting
     expected = "espeak_dtw" if align.available() else "proportional"
     assert {ds[i]["aligner"] for i in range(len(ds))} == {expected}
     assert all(ds[i]["particle_mask"].sum() > 0 for i in range(len(ds)))
+
+
+@pytest.mark.parametrize("delay_s", [3.0, 6.0])
+def test_killed_preprocessing_run_again_ends_with_every_sample_once(tmp_path, make_settings, delay_s):
+    import signal
+    import subprocess
+    import time
+
+    from streaming import StreamingDataset
+
+    from tests.conftest import PYTHON, subprocess_env
+
+    settings = make_settings()
+    env = subprocess_env(settings)
+    cmd = [PYTHON, "-m", "preprocess", "run", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    run_store = Store(settings.store).child(settings.run_prefix)
+    manifest = run_store.get_json("data/manifest.json")
+    ids = []
+    for key in manifest["buckets"]:
+        if not key.startswith("phase4/"):
+            ds = StreamingDataset(remote=run_store.uri(f"data/{key}"), local=str(tmp_path / "c" / key), batch_size=1)
+            ids += [ds[i]["id"] for i in range(len(ds))]
+    rows = [json.loads(line)["id"] for line in (SAMPLE / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(rows)
