@@ -156,9 +156,10 @@ class PreprocessSettings(_Strict):
     min_chars_per_s: float = Field(default=2.0, ge=0)  # implausible speaking rates are transcript errors
     max_chars_per_s: float = Field(default=30.0, gt=0)
     switch_margin_s: float = Field(default=0.24, ge=0)  # frames this close to a language switch are "switch"
-    # Word timings when the manifest has none: espeak-ng + DTW (auto: when espeak-ng is installed)
-    # or a proportional split of the speech by word length.
-    aligner: Literal["auto", "espeak_dtw", "proportional"] = "auto"
+    # Word timings when the manifest has none: Montreal Forced Aligner trained on the corpus (mfa;
+    # auto uses it where the `mfa` command exists), espeak-ng + DTW (auto: where espeak-ng is), or a
+    # proportional split of the speech by word length. Rows MFA cannot align fall back in that order.
+    aligner: Literal["auto", "mfa", "espeak_dtw", "proportional"] = "auto"
     workers: int = Field(default=0, ge=0)  # processes for the per-row work; 0 = one per core
     codec_batch: int = Field(default=16, gt=0)  # clips per Mimi forward pass
 

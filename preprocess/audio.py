@@ -31,7 +31,26 @@ def decode(data: bytes) -> tuple[np.ndarray, int]:
         raise AudioError("unreadable_audio", f"cannot decode audio: {exc}") from None
     if samples.shape[0] == 0:
         raise AudioError("empty_audio", "audio has no samples")
+    short = _wav_shortfall(data)
+    if short:
+        raise AudioError("truncated_audio", f"WAV data chunk is {short} bytes shorter than its header declares")
     return samples, rate
+
+
+def _wav_shortfall(data: bytes) -> int:
+    """Bytes missing from a RIFF/WAVE file's data chunk (0 if complete or not a WAV). libsndfile
+    reads a cut-off WAV without complaint, so the header is compared with what is there."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return 0
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if chunk == b"data":
+            if size == 0xFFFFFFFF:  # streamed WAV: length unknown by design
+                return 0
+            return max(0, size - (len(data) - pos - 8))
+        pos += 8 + size + (size & 1)
+    return 0
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import json
 import logging
 import multiprocessing
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -25,10 +26,10 @@ from tqdm import tqdm
 
 from infra.settings import Settings
 from infra.storage import Store
-from preprocess import align
+from preprocess import align, mfa
 from preprocess.codec import Codec
 from preprocess.manifest import Rejected, Utterance, read_manifest
-from preprocess.prepare import FRAME_RATE_HZ, Prepared, prepare
+from preprocess.prepare import FRAME_RATE_HZ, Prepared, for_mfa, prepare
 from preprocess.shards import DATA_PREFIX, make_sample, merge_indexes, rank_dir, shard_writer, split_of
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,12 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
         pending.clear()
 
     desc = "preprocess" if world_size == 1 else f"preprocess rank {rank}/{world_size}"
-    work = [(row, source.url, source.endpoint_url, settings.preprocess) for row in jobs]
     workers = settings.preprocess.workers or os.cpu_count() or 1
+    pre = settings.preprocess
+    aligned: dict[str, Any] = {}
+    if pre.aligner == "mfa" or (pre.aligner == "auto" and mfa.available()):
+        aligned = _mfa_pass(jobs, source, pre, workers)
+    work = [(row, source.url, source.endpoint_url, pre, aligned.get(row.id)) for row in jobs]
     with shard_writer(run_store, rank) as writer, _pool(workers) as pool:
         results = pool.map(prepare, work, chunksize=4) if pool else map(prepare, work)
         for outcome in tqdm(results, total=len(work), desc=desc, unit="utt", disable=not progress):
@@ -157,6 +162,21 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
     log.info("rank %d of %d done; the last rank to finish merges", rank, world_size)
     return Report(samples=sum(v.samples for k, v in writer.stats.items() if not k.startswith("phase4/")),
                   quarantined=len(rejected), seconds=0.0, manifest_uri="", quarantine_uri="", merged=False)
+
+
+def _mfa_pass(jobs: list[Utterance], source: Store, pre: Any, workers: int) -> dict[str, Any]:
+    """Clean every clip into an MFA corpus on disk, train and align it; word timings per id."""
+    if not mfa.available():
+        raise ValueError("preprocess.aligner=mfa needs the `mfa` command (the GPU image has it); "
+                         "use auto, espeak_dtw or proportional")
+    with tempfile.TemporaryDirectory(prefix="suara-mfa-") as tmp:
+        root = Path(tmp)
+        work = [(row, source.url, source.endpoint_url, pre, root) for row in jobs]
+        with _pool(workers) as pool:
+            items = [i for i in (pool.map(for_mfa, work, chunksize=4) if pool else map(for_mfa, work)) if i]
+        log.info("aligning %d utterances with Montreal Forced Aligner", len(items))
+        mfa.run(root, {w for _, _, words in items for w in words}, workers)
+        return mfa.read_alignments(root, items)
 
 
 @contextmanager

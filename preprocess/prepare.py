@@ -10,15 +10,23 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from infra.settings import PreprocessSettings
 from infra.storage import Store
-from preprocess import align
+from preprocess import align, mfa
 from preprocess.audio import AudioError, clean, decode
-from preprocess.features import f0_energy, frame_masks, manifest_times, proportional_times, speech_bounds
+from preprocess.features import (
+    WordTime,
+    f0_energy,
+    frame_masks,
+    manifest_times,
+    proportional_times,
+    speech_bounds,
+)
 from preprocess.manifest import Rejected, Utterance
 from preprocess.text import analyze, with_tags
 
@@ -45,8 +53,24 @@ def _store(url: str, endpoint: str | None) -> Store:
     return _stores[key]
 
 
-def prepare(job: tuple[Utterance, str, str | None, PreprocessSettings]) -> Prepared | Rejected:
-    row, source_url, endpoint, pre = job
+Job = tuple[Utterance, str, str | None, PreprocessSettings, list[WordTime] | None]
+
+
+def for_mfa(job: tuple[Utterance, str, str | None, PreprocessSettings, Path]) -> tuple[str, str, list[str]] | None:
+    """First pass for Montreal Forced Aligner: write the cleaned clip into its corpus folder."""
+    row, source_url, endpoint, pre, root = job
+    outcome = prepare((row, source_url, endpoint, pre, None), timings=False)
+    if isinstance(outcome, Rejected):
+        return None  # the main pass quarantines it
+    words = [w["text"] for w in outcome.analysis["words"]]
+    mfa.write_item(root, row.id, row.speaker_id, outcome.audio, pre.sample_rate_hz, words)
+    return row.id, row.speaker_id, words
+
+
+def prepare(job: Job, timings: bool = True) -> Prepared | Rejected:
+    """`job`: the row, where its audio lives, the settings, and word timings from a corpus-level
+    aligner (MFA) or None."""
+    row, source_url, endpoint, pre, aligned = job
     source = _store(source_url, endpoint)
 
     def reject(reason: str, detail: str) -> Rejected:
@@ -77,9 +101,13 @@ def prepare(job: tuple[Utterance, str, str | None, PreprocessSettings]) -> Prepa
         return reject("speaking_rate", f"{letters / duration:.1f} characters per second is outside "
                                        f"[{pre.min_chars_per_s}, {pre.max_chars_per_s}]: transcript and audio "
                                        "probably do not match")
+    if not timings:
+        return Prepared(row, "", analysis.to_dict(), audio, {})
     frames = math.ceil(len(audio) / (sr / FRAME_RATE_HZ))
     words = analysis.to_dict()["words"]
     times, aligner = word_times(words, row, cleaned.offset_s, audio, pre)
+    if aligned is not None and aligner != "manifest":
+        times, aligner = aligned, "mfa"
     particle, switch = frame_masks(words, analysis.switches, times, frames, FRAME_RATE_HZ, pre.switch_margin_s)
     f0, energy = f0_energy(audio, sr, FRAME_RATE_HZ, frames)
     extras = {"particle_mask": particle, "switch_mask": switch, "f0_hz": f0, "energy_db": energy,
@@ -95,6 +123,6 @@ def word_times(words: list[dict[str, Any]], row: Utterance, offset_s: float, aud
     given = manifest_times(words, row.custom.get("word_timings"), offset_s, duration)
     if given is not None:
         return given, "manifest"
-    if pre.aligner == "espeak_dtw" or (pre.aligner == "auto" and align.available()):
+    if pre.aligner in ("espeak_dtw", "mfa") or (pre.aligner == "auto" and align.available()):
         return align.align(audio, pre.sample_rate_hz, [(w["text"], w["lang"]) for w in words]), "espeak_dtw"
     return proportional_times(words, speech_bounds(audio, pre.sample_rate_hz, pre.trim_top_db)), "proportional"

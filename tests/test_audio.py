@@ -102,3 +102,14 @@ def test_a_file_that_is_mostly_silence_is_rejected():
     with pytest.raises(AudioError) as err:
         clean(padded, rate, SETTINGS)
     assert err.value.reason == "mostly_silence"
+
+
+def test_a_cut_off_wav_is_truncated_not_silently_shorter():
+    data = (SAMPLE / "audio" / "cs_002_02.wav").read_bytes()
+    decode(data)  # the whole file is fine
+    with pytest.raises(AudioError) as err:
+        decode(data[: len(data) // 2])
+    assert err.value.reason == "truncated_audio"
+    with pytest.raises(AudioError) as err:
+        decode((SAMPLE / "audio" / "cs_001_01.flac").read_bytes()[:20_000])  # FLAC loses sync
+    assert err.value.reason in ("unreadable_audio", "truncated_audio")

@@ -43,7 +43,7 @@ def ours(settings, strip_timings: bool, tmp_path: Path) -> tuple[float, float]:
     if strip_timings:
         rows = [type(r)(**{**r.__dict__, "custom": {k: v for k, v in r.custom.items() if k != "word_timings"}})
                 for r in rows]
-    work = [(r, source.url, None, settings.preprocess) for r in rows]
+    work = [(r, source.url, None, settings.preprocess, None) for r in rows]
     with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(prepare, work[:4]))  # start the workers before timing
         start = time.perf_counter()
@@ -70,7 +70,7 @@ def test_preprocessing_throughput_against_a_naive_pipeline(make_settings, tmp_pa
     from preprocess.prepare import prepare
 
     codec = Codec.load("tiny", cache_dir)
-    clips = [prepare((r, input_store(None, settings).url, None, settings.preprocess)).audio
+    clips = [prepare((r, input_store(None, settings).url, None, settings.preprocess, None)).audio
              for r in list(read_manifest(input_store(None, settings)))[:32]]
     start = time.perf_counter()
     for i in range(0, len(clips), 16):
