@@ -150,6 +150,10 @@ class PreprocessSettings(_Strict):
     peak_dbfs: float = Field(default=-1.0, le=0)
     trim_top_db: float = Field(default=40.0, gt=0)
     keep_silence_s: float = Field(default=0.2, ge=0, le=0.5)
+    # Cleaning steps that can be switched (mono and resampling to the codec's rate always happen).
+    trim: bool = True
+    loudness: bool = True
+    denoise: bool = False  # spectral gating against the clip's own noise floor
     max_clipping_ratio: float = Field(default=0.001, ge=0, le=1)
     min_snr_db: float = 15.0
     min_speech_ratio: float = Field(default=0.3, ge=0, le=1)  # share of the file above the silence threshold

@@ -79,7 +79,9 @@ def clean(samples: np.ndarray, rate: int, settings: PreprocessSettings) -> Clean
     if speech < settings.min_speech_ratio:
         raise AudioError("mostly_silence", f"only {speech:.0%} of the audio is above the silence threshold "
                                            f"(minimum {settings.min_speech_ratio:.0%})")
-    mono, offset = trim_silence(mono, settings)
+    if settings.denoise:
+        mono = denoise(mono, settings.sample_rate_hz)
+    mono, offset = trim_silence(mono, settings) if settings.trim else (mono, 0.0)
     seconds = len(mono) / settings.sample_rate_hz
     if not settings.min_duration_s <= seconds <= settings.max_duration_s:
         raise AudioError(
@@ -90,7 +92,25 @@ def clean(samples: np.ndarray, rate: int, settings: PreprocessSettings) -> Clean
     snr = estimate_snr_db(mono, settings.sample_rate_hz)
     if snr < settings.min_snr_db:
         raise AudioError("low_snr", f"estimated SNR {snr:.1f} dB is under {settings.min_snr_db} dB")
-    return Cleaned(normalize_loudness(mono, settings).astype(np.float32), offset, snr)
+    out = normalize_loudness(mono, settings) if settings.loudness else mono
+    return Cleaned(out.astype(np.float32), offset, snr)
+
+
+def denoise(mono: np.ndarray, sample_rate: int, reduction_db: float = 12.0) -> np.ndarray:
+    """Spectral gating: estimate each frequency's noise floor from the quietest 10% of frames and
+    attenuate time-frequency cells near it by up to `reduction_db`, smoothly (a soft Wiener-like
+    gain), so speech is left alone and steady hiss is reduced."""
+    n_fft, hop = 1024, 256
+    spec = librosa.stft(mono, n_fft=n_fft, hop_length=hop)
+    power = np.abs(spec) ** 2
+    frame_energy = power.sum(axis=0)
+    quiet = power[:, frame_energy <= np.percentile(frame_energy, 10)]
+    noise = quiet.mean(axis=1, keepdims=True) + 1e-12
+    snr = power / noise
+    floor = 10 ** (-reduction_db / 20)
+    gain = np.maximum(floor, 1.0 - 1.0 / np.maximum(snr, 1e-6))
+    out = librosa.istft(spec * gain, hop_length=hop, length=len(mono))
+    return out.astype(np.float32)
 
 
 def _speech_ratio(mono: np.ndarray, settings: PreprocessSettings) -> float:
