@@ -76,3 +76,33 @@ def test_cli_writes_one_json_line_per_input_line_even_for_bad_bytes():
     assert first["phase"] == 3 and empty["words"] == [] and empty["phase"] == 1
     assert any(w["lang"] == "zh" for w in mixed["words"])
     assert "invalid UTF-8" in out.stderr.decode() and bad["words"]
+
+
+@pytest.mark.parametrize(("text", "spoken"), [
+    ("Harga dia RM5.50 je", "Harga dia lima ringgit lima puluh sen je"),
+    ("It costs RM5.50 only", "It costs five ringgit fifty sen only"),
+    ("Diskaun 50% hari ini", "Diskaun lima puluh peratus hari ini"),
+    ("Jumpa pukul 3pm nanti", "Jumpa pukul tiga petang nanti"),
+    ("Let's meet at 3.30pm okay", "Let's meet at three thirty p m okay"),
+    ("Dia dapat tempat ke-3", "Dia dapat tempat ketiga"),
+    ("He came 3rd in the race", "He came third in the race"),
+    ("budak2 main bola", "budak-budak main bola"),
+    ("sy x tau yg mana", "saya tak tau yang mana"),
+    ("Go to www.example.com now", "Go to www dot example dot com now"),
+    ("Best gila 😀😀 sia", "Best gila sia"),
+    ("I have 1,250 followers", "I have one thousand two hundred fifty followers"),
+    ("harga 3.50 sekilo", "harga tiga perpuluhan lima kosong sekilo"),
+])
+def test_normalisation_speaks_in_the_matrix_language(text, spoken):
+    assert analyze(text).normalized == spoken
+
+
+def test_particles_and_english_words_are_never_rewritten_into_malay():
+    text = "Okay lah, I go first what"
+    assert analyze(text).normalized == text
+    assert analyze("Saya nak go shopping lah").normalized == "Saya nak go shopping lah"
+
+
+def test_numbers_are_tagged_other_and_short_forms_malay():
+    words = {w.text: w.lang for w in analyze("sy bayar RM20 utk 3 org").words}
+    assert words == {"sy": "ms", "bayar": "ms", "RM20": "other", "utk": "ms", "3": "other", "org": "ms"}

@@ -22,6 +22,8 @@ from preprocess.text.lexicon import (
     PINYIN_SYLLABLES,
     ZH_LOANS,
 )
+from preprocess.text.normalize import SHORT_FORMS
+from preprocess.text.normalize import normalize as spoken
 
 LANGS = ("ms", "en", "zh", "particle", "other")
 # Particles that are also common English words: a particle only at the end of a clause.
@@ -60,10 +62,17 @@ class Analysis:
 
 
 def normalize(text: str) -> str:
-    """Spoken form for CSM's tokenizer: Unicode NFC, no control characters, single spaces."""
+    """Whitespace and Unicode cleanup only (NFC, no control characters, single spaces)."""
     text = unicodedata.normalize("NFC", text)
     text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
     return " ".join(text.split())
+
+
+def matrix_language(words: list[Word]) -> str:
+    """The utterance's base language: the more frequent of Malay and English (Malay on a tie)."""
+    ms = sum(w.lang == "ms" for w in words)
+    en = sum(w.lang == "en" for w in words)
+    return "en" if en > ms else "ms"
 
 
 def tokens(text: str) -> list[tuple[str, bool]]:
@@ -83,8 +92,10 @@ def _lexical_lang(word: str) -> str | None:
     low = word.lower()
     if _HANZI.search(word):
         return "zh"
-    if not any(ch.isalpha() for ch in word):
-        return "other"
+    if not any(ch.isalpha() for ch in word) or any(ch.isdigit() for ch in word):
+        return "other"  # numbers, amounts, times: spoken by the normaliser in the matrix language
+    if low in SHORT_FORMS:
+        return "ms"
     if low in ZH_LOANS:
         return "zh"
     in_ms, in_en = low in MALAY_WORDS, low in ENGLISH_WORDS
@@ -146,7 +157,7 @@ def analyze(text: str) -> Analysis:
             langs[i] = _nearest(langs, i) or ("ms" if toks[i][0].lower() in MALAY_WORDS else "en")
 
     words = [Word(w, lang, p) for (w, _), lang, p in zip(toks, langs, particles, strict=True)]
-    return Analysis(text=text, normalized=normalize(text), words=words,
+    return Analysis(text=text, normalized=spoken(normalize(text), matrix_language(words)), words=words,
                     switches=switch_points(words), phase=phase_of(words))
 
 

@@ -1,0 +1,152 @@
+"""Spoken-form normalisation in the utterance's matrix language (Malay or English).
+
+Numbers, RM amounts, percentages, times, ordinals, Malay reduplication (budak2), chat short forms
+(yg, dgn, utk, x, sbb, ...), URLs, e-mail addresses and emoji become words CSM can say. Particles
+and English words are never rewritten into Malay; only tokens that are numbers, symbols or known
+short forms change.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+MS_UNITS = ["kosong", "satu", "dua", "tiga", "empat", "lima", "enam", "tujuh", "lapan", "sembilan"]
+EN_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+            "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+EN_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+EN_ORDINAL = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
+              "nine": "ninth", "twelve": "twelfth"}
+
+# Malay chat short forms -> full words (whole tokens only, any case).
+SHORT_FORMS = {
+    "yg": "yang", "dgn": "dengan", "utk": "untuk", "x": "tak", "tk": "tak", "sbb": "sebab", "nk": "nak",
+    "blh": "boleh", "mcm": "macam", "dh": "dah", "tpi": "tapi", "tp": "tapi", "sy": "saya", "kt": "kat",
+    "org": "orang", "pstu": "pastu", "lps": "lepas", "jgn": "jangan", "ni": "ni", "skrg": "sekarang",
+    "bkn": "bukan", "sgt": "sangat", "krn": "kerana", "dlm": "dalam", "pd": "pada", "kpd": "kepada",
+    "tgk": "tengok", "bg": "bagi", "lg": "lagi", "je": "je", "jln": "jalan", "mkn": "makan",
+}
+
+TIME_WORDS = {"pagi", "petang", "malam", "tengahari", "tengah", "pm", "am", "o'clock"}
+
+_EMOJI = re.compile(
+    "[\U0001F000-\U0001FAFF\U00002600-\U000027BF\U0001F900-\U0001F9FF\U00002B00-\U00002BFF\uFE0F\u200D]+"
+)
+_URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+_MONEY = re.compile(r"\bRM\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?\b", re.IGNORECASE)
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s?%")
+_TIME = re.compile(r"\b(\d{1,2})(?:[.:](\d{2}))?\s?(am|pm|a\.m\.|p\.m\.)?(?=\s|$|[,.!?])", re.IGNORECASE)
+_MS_ORDINAL = re.compile(r"\bke-?(\d+)\b", re.IGNORECASE)
+_EN_ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
+_REDUP = re.compile(r"\b([A-Za-z]{2,})2\b")
+_NUMBER = re.compile(r"\b\d{1,3}(?:,\d{3})+(?:\.\d+)?\b|\b\d+(?:\.\d+)?\b")
+
+
+def ms_number(n: int) -> str:
+    if n < 10:
+        return MS_UNITS[n]
+    if n < 20:
+        return {10: "sepuluh", 11: "sebelas"}.get(n, f"{MS_UNITS[n - 10]} belas")
+    if n < 100:
+        tens, unit = divmod(n, 10)
+        return f"{MS_UNITS[tens]} puluh" + (f" {MS_UNITS[unit]}" if unit else "")
+    for size, one, name in ((10**9, "satu bilion", "bilion"), (10**6, "satu juta", "juta"),
+                            (1000, "seribu", "ribu"), (100, "seratus", "ratus")):
+        if n >= size:
+            head, rest = divmod(n, size)
+            words = one if head == 1 else f"{ms_number(head)} {name}"
+            return words + (f" {ms_number(rest)}" if rest else "")
+    raise ValueError(n)
+
+
+def en_number(n: int) -> str:
+    if n < 20:
+        return EN_UNITS[n]
+    if n < 100:
+        tens, unit = divmod(n, 10)
+        return EN_TENS[tens] + (f" {EN_UNITS[unit]}" if unit else "")
+    for size, name in ((10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred")):
+        if n >= size:
+            head, rest = divmod(n, size)
+            return f"{en_number(head)} {name}" + (f" {en_number(rest)}" if rest else "")
+    raise ValueError(n)
+
+
+def number(text: str, lang: str) -> str:
+    """An integer or decimal numeral ("1,250", "3.5") in words."""
+    whole, _, frac = text.replace(",", "").partition(".")
+    say = ms_number if lang == "ms" else en_number
+    words = say(int(whole))
+    if frac:
+        point = "perpuluhan" if lang == "ms" else "point"
+        digits = " ".join((MS_UNITS if lang == "ms" else EN_UNITS)[int(d)] for d in frac)
+        words += f" {point} {digits}"
+    return words
+
+
+def ordinal(n: int, lang: str) -> str:
+    if lang == "ms":
+        return "pertama" if n == 1 else f"ke{ms_number(n)}" if n < 10 else f"ke-{ms_number(n)}"
+    words = en_number(n).split()
+    last = words[-1]
+    words[-1] = EN_ORDINAL.get(last, (last[:-1] + "ieth") if last.endswith("y") else last + "th")
+    return " ".join(words)
+
+
+def _money(m: re.Match, lang: str) -> str:
+    ringgit = int(m.group(1).replace(",", ""))
+    sen = int((m.group(2) or "0").ljust(2, "0"))
+    say = ms_number if lang == "ms" else en_number
+    parts = [f"{say(ringgit)} ringgit"] if ringgit or not sen else []
+    if sen:
+        parts.append(f"{say(sen)} sen")
+    return " ".join(parts)
+
+
+def _time(m: re.Match, lang: str) -> str:
+    hour, minute, suffix = int(m.group(1)), m.group(2), (m.group(3) or "").lower().replace(".", "")
+    if not suffix:
+        # "3.30" is a time only beside a time word ("pukul 3.30", "3.30 petang"); else a decimal.
+        before, after = m.string[: m.start()].lower().split()[-1:], m.string[m.end():].lower().split()[:1]
+        if minute is None or not (before in (["pukul"], ["at"]) or after and after[0].strip(",.!?") in TIME_WORDS):
+            return m.group(0)
+    if hour > 23 or (minute is not None and int(minute) > 59):
+        return m.group(0)
+    say = ms_number if lang == "ms" else en_number
+    words = say(hour)
+    if minute and int(minute):
+        words += f" {say(int(minute))}" if lang == "ms" or int(minute) >= 10 else f" oh {say(int(minute))}"
+    if suffix:
+        words += " " + ({"am": "pagi", "pm": "petang"}[suffix] if lang == "ms" else " ".join(suffix))
+    return words
+
+
+def _spell_address(text: str, lang: str) -> str:
+    dot = "titik" if lang == "ms" else "dot"
+    text = re.sub(r"^https?://", "", text, flags=re.IGNORECASE).rstrip("/.,")
+    text = text.replace("@", " at ").replace(".", f" {dot} ").replace("/", " slash ")
+    return " ".join(text.split())
+
+
+def normalize(text: str, lang: str = "ms") -> str:
+    """The spoken form of `text` in matrix language `lang` ("ms" or "en")."""
+    lang = "ms" if lang == "ms" else "en"
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+    text = _EMOJI.sub(" ", text)
+    text = _URL.sub(lambda m: _spell_address(m.group(0), lang), text)
+    text = _EMAIL.sub(lambda m: _spell_address(m.group(0), lang), text)
+    text = _MONEY.sub(lambda m: _money(m, lang), text)
+    text = _PERCENT.sub(lambda m: f"{number(m.group(1), lang)} {'peratus' if lang == 'ms' else 'percent'}", text)
+    text = _MS_ORDINAL.sub(lambda m: ordinal(int(m.group(1)), "ms"), text)
+    text = _EN_ORDINAL.sub(lambda m: ordinal(int(m.group(1)), "en"), text)
+    text = _TIME.sub(lambda m: _time(m, lang), text)
+    text = _REDUP.sub(lambda m: f"{m.group(1)}-{m.group(1)}", text)
+    text = _NUMBER.sub(lambda m: number(m.group(0), lang), text)
+    tokens = []
+    for token in text.split():
+        core = token.strip(".,!?;:")
+        expanded = SHORT_FORMS.get(core.lower())
+        tokens.append(token.replace(core, expanded) if expanded and expanded != core.lower() else token)
+    return " ".join(tokens)
