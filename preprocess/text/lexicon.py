@@ -42,7 +42,8 @@ satu dua tiga empat lima enam tujuh lapan sembilan sepuluh puluh ratus ribu juta
 hari minggu bulan tahun jam minit saat pukul awal lewat khabar bertolak membaca dibuka rabu isnin selasa
 khamis jumaat sabtu ahad stesen rosak habis siap gila dekat depan belakang atas bawah luar dalam
 tepi mamak makanan minuman kenduri raya bersama sama-sama tahu faham ingat lupa rasa fikir suka benci
-mau tau tahu goreng rebus bakar dekat sikit banyak ramai sedikit hampir pun lah kah tah nya sangat betul salah senang susah
+mau tau tahu goreng rebus bakar dekat sikit banyak ramai sedikit hampir pun lah kah tah nya sangat betul
+salah senang susah
 """.split())
 
 ENGLISH_WORDS: frozenset[str] = frozenset("""
