@@ -94,7 +94,5 @@ def frame_masks(words: list[dict[str, Any]], switches: list[int], times: list[Wo
 
 
 def speech_bounds(audio: np.ndarray, sample_rate: int, top_db: float) -> tuple[float, float]:
-    import librosa
-
     _, (start, end) = librosa.effects.trim(audio, top_db=top_db)
     return start / sample_rate, end / sample_rate

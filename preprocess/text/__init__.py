@@ -157,7 +157,7 @@ def analyze(text: str) -> Analysis:
             langs[i] = _nearest(langs, i) or ("ms" if toks[i][0].lower() in MALAY_WORDS else "en")
 
     words = [Word(w, lang, p) for (w, _), lang, p in zip(toks, langs, particles, strict=True)]
-    return Analysis(text=text, normalized=spoken(normalize(text), matrix_language(words)), words=words,
+    return Analysis(text=text, normalized=spoken(text, matrix_language(words)), words=words,
                     switches=switch_points(words), phase=phase_of(words))
 
 
