@@ -79,3 +79,17 @@ def test_preprocessing_throughput_against_a_naive_pipeline(make_settings, tmp_pa
     print(f"Mimi (tiny, CPU, batches of 16): {mimi_rt:.0f}x real time")
     assert ours_rt >= 20 and ours_rt >= 1.5 * naive_rt, (ours_rt, naive_rt)
     assert np.isfinite(mimi_rt)
+
+
+def test_text_analysis_throughput_on_one_core():
+    from preprocess.text import analyze
+
+    texts = [json.loads(line)["text"] for line in (SAMPLE / "manifest.jsonl").read_text().splitlines()]
+    texts += ["Harga RM5.50 je, sy x tau yg mana 😀", "I told you already what", "wo mei you qian lah"]
+    lines = (texts * 50)[:5000]
+    start = time.perf_counter()
+    for line in lines:
+        analyze(line)
+    rate = len(lines) / (time.perf_counter() - start)
+    print(f"\ntext analysis: {rate:.0f} utterances/s on one core")
+    assert rate >= 2000
