@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
 import os
 import tempfile
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,7 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
         aligned = _mfa_pass(jobs, source, pre, workers)
     work = [(row, source.url, source.endpoint_url, pre, aligned.get(row.id)) for row in jobs]
     with shard_writer(run_store, rank) as writer, _pool(workers) as pool:
-        results = pool.map(prepare, work, chunksize=4) if pool else map(prepare, work)
+        results = _ordered(pool, prepare, work, window=4 * workers)
         for outcome in tqdm(results, total=len(work), desc=desc, unit="utt", disable=not progress):
             if isinstance(outcome, Rejected):
                 rejected.append(outcome)
@@ -173,10 +174,27 @@ def _mfa_pass(jobs: list[Utterance], source: Store, pre: Any, workers: int) -> d
         root = Path(tmp)
         work = [(row, source.url, source.endpoint_url, pre, root) for row in jobs]
         with _pool(workers) as pool:
-            items = [i for i in (pool.map(for_mfa, work, chunksize=4) if pool else map(for_mfa, work)) if i]
+            items = [i for i in _ordered(pool, for_mfa, work, window=4 * workers) if i]
         log.info("aligning %d utterances with Montreal Forced Aligner", len(items))
         mfa.run(root, {w for _, _, words in items for w in words}, workers)
         return mfa.read_alignments(root, items)
+
+
+def _ordered(pool: ProcessPoolExecutor | None, fn: Any, jobs: list[Any], window: int) -> Iterator[Any]:
+    """fn over jobs in order, with at most `window` jobs in flight: finished clips wait for the codec
+    in a bounded queue, so memory does not grow with the corpus (Executor.map submits everything)."""
+    if pool is None:
+        yield from map(fn, jobs)
+        return
+    flight: deque[Future] = deque()
+    upcoming = iter(jobs)
+    for job in itertools.islice(upcoming, window):
+        flight.append(pool.submit(fn, job))
+    while flight:
+        result = flight.popleft().result()
+        for job in itertools.islice(upcoming, 1):
+            flight.append(pool.submit(fn, job))
+        yield result
 
 
 @contextmanager

@@ -233,3 +233,24 @@ def test_killed_preprocessing_run_again_ends_with_every_sample_once(tmp_path, ma
             ids += [ds[i]["id"] for i in range(len(ds))]
     rows = [json.loads(line)["id"] for line in (SAMPLE / "manifest.jsonl").read_text().splitlines()]
     assert sorted(ids) == sorted(rows)
+
+
+def test_the_worker_queue_is_bounded_and_keeps_manifest_order():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from preprocess.pipeline import _ordered
+
+    started = []
+
+    def work(n):
+        started.append(n)
+        return n * n
+
+    with ThreadPoolExecutor(2) as pool:
+        results = _ordered(pool, work, list(range(50)), window=4)
+        first = next(results)
+        import time
+
+        time.sleep(0.2)  # the workers would race ahead if nothing held them back
+        assert first == 0 and len(started) <= 5
+        assert [first, *results] == [n * n for n in range(50)]
