@@ -30,7 +30,7 @@ from infra.storage import Store
 from preprocess import align, mfa
 from preprocess.codec import Codec
 from preprocess.manifest import Rejected, Utterance, read_manifest
-from preprocess.prepare import FRAME_RATE_HZ, Prepared, for_mfa, prepare
+from preprocess.prepare import FRAME_RATE_HZ, Prepared, die_with_parent, for_mfa, prepare
 from preprocess.shards import DATA_PREFIX, make_sample, merge_indexes, rank_dir, shard_writer, split_of
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,8 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     if workers <= 1:
         yield None
         return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=die_with_parent) as pool:
         yield pool
 
 

@@ -46,6 +46,18 @@ class Prepared:
 _stores: dict[tuple[str, str | None], Store] = {}
 
 
+def die_with_parent() -> None:
+    """Worker initializer: on Linux, ask the kernel to kill this worker when the process that
+    spawned it dies (a SIGKILLed run must not leave its workers behind)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _store(url: str, endpoint: str | None) -> Store:
     key = (url, endpoint)
     if key not in _stores:  # one filesystem client per worker process

@@ -223,6 +223,11 @@ def test_killed_preprocessing_run_again_ends_with_every_sample_once(tmp_path, ma
     time.sleep(delay_s)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    time.sleep(0.5)
+    # Its worker processes died with it (they would otherwise linger, reparented, holding memory).
+    orphans = subprocess.run(["pgrep", "-f", "multiprocessing.spawn import spawn_main"], capture_output=True,
+                             text=True).stdout
+    assert orphans.strip() == ""
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     run_store = Store(settings.store).child(settings.run_prefix)
     manifest = run_store.get_json("data/manifest.json")
