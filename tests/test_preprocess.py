@@ -221,13 +221,15 @@ def test_killed_preprocessing_run_again_ends_with_every_sample_once(tmp_path, ma
     cmd = [PYTHON, "-m", "preprocess", "run", "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay_s)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "multiprocessing.spawn"], capture_output=True,
+                             text=True).stdout.split()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(0.5)
-    # Its worker processes died with it (they would otherwise linger, reparented, holding memory).
-    orphans = subprocess.run(["pgrep", "-f", "multiprocessing.spawn import spawn_main"], capture_output=True,
-                             text=True).stdout
-    assert orphans.strip() == ""
+    # Its worker processes die with it (they would otherwise linger, reparented, holding memory).
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     run_store = Store(settings.store).child(settings.run_prefix)
     manifest = run_store.get_json("data/manifest.json")

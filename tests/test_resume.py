@@ -131,6 +131,9 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(interrupted,
     proc.wait()
     newest = checkpoints(interrupted)[-1]
     run = Store(interrupted.store).child(interrupted.run_prefix)
+    # As if the newest checkpoint had been committed and pointed at, then damaged (the kill may
+    # have landed between its manifest and the pointer).
+    run.put_json("checkpoints/phase1/latest.json", {"step": newest, "generation": None})
     key = f"checkpoints/phase1/step_{newest:06d}/weights/adapter_model.safetensors"
     run.put_bytes(key, run.get_bytes(key)[:100])  # a half-written upload
     stderr = resume_and_compare(interrupted, reference)
