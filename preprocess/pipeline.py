@@ -204,7 +204,7 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         yield None
         return
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=die_with_parent) as pool:
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         yield pool
 
 

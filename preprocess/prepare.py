@@ -46,16 +46,20 @@ class Prepared:
 _stores: dict[tuple[str, str | None], Store] = {}
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent_pid: int) -> None:
     """Worker initializer: on Linux, ask the kernel to kill this worker when the process that
-    spawned it dies (a SIGKILLed run must not leave its workers behind)."""
+    spawned it dies (a SIGKILLed run must not leave its workers behind). A worker still starting
+    when its parent died has missed that signal: it sees a new parent and exits."""
     import ctypes
+    import os
     import signal
     import sys
 
     if sys.platform.startswith("linux"):
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _store(url: str, endpoint: str | None) -> Store:
