@@ -96,9 +96,6 @@ class ShardStream:
         self._used = 0
         self._skip = 0
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
     def _raw(self) -> Iterator[list[dict[str, Any]]]:
         while True:
             for batch in self.loader:

@@ -12,7 +12,6 @@ both a particle and an ordinary English word ("what", "one", "ah").
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 
 from preprocess.text.lexicon import (
@@ -23,6 +22,7 @@ from preprocess.text.lexicon import (
     ZH_LOANS,
 )
 from preprocess.text.normalize import SHORT_FORMS
+from preprocess.text.normalize import clean_unicode as normalize
 from preprocess.text.normalize import normalize as spoken
 
 LANGS = ("ms", "en", "zh", "particle", "other")
@@ -59,13 +59,6 @@ class Analysis:
             "switches": self.switches,
             "phase": self.phase,
         }
-
-
-def normalize(text: str) -> str:
-    """Whitespace and Unicode cleanup only (NFC, no control characters, single spaces)."""
-    text = unicodedata.normalize("NFC", text)
-    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
-    return " ".join(text.split())
 
 
 def matrix_language(words: list[Word]) -> str:

@@ -129,12 +129,17 @@ def _spell_address(text: str, lang: str) -> str:
     return " ".join(text.split())
 
 
+def clean_unicode(text: str) -> str:
+    """NFC, control characters (tabs, stray bytes' replacements aside) as spaces, single spaces."""
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+    return " ".join(text.split())
+
+
 def normalize(text: str, lang: str = "ms") -> str:
     """The spoken form of `text` in matrix language `lang` ("ms" or "en")."""
     lang = "ms" if lang == "ms" else "en"
-    text = unicodedata.normalize("NFC", text)
-    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
-    text = _EMOJI.sub(" ", text)
+    text = _EMOJI.sub(" ", clean_unicode(text))
     text = _URL.sub(lambda m: _spell_address(m.group(0), lang), text)
     text = _EMAIL.sub(lambda m: _spell_address(m.group(0), lang), text)
     text = _MONEY.sub(lambda m: _money(m, lang), text)
