@@ -1,82 +1,154 @@
-"""Word lists the first frontend looks words up in.
+"""What the text frontend knows about words: frequency tables and the closed word classes.
 
-Small, hand-kept lists of frequent words; enough for the sample corpus and everyday sentences.
+Open classes come from well-kept packages, loaded once per process and never from the network:
+Malay, Indonesian and English word frequencies from `wordfreq`, the Mandarin syllable inventory
+from `pypinyin` with each syllable's frequency in Chinese text (wordfreq's Chinese list read
+through pypinyin; shipped as `data/pinyin_freq.tsv`, rebuilt by `build_pinyin_table`).
+Closed classes (discourse particles, interjections, Chinese-dialect loans, function words the
+particle rules look at) are short hand-kept lists below.
 """
 
 from __future__ import annotations
 
-import itertools
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
 
 PARTICLE_VARIANTS: dict[str, str] = {
-    **dict.fromkeys(["lah", "la", "laa", "lahh", "lahhh", "laaa"], "lah"),
-    **dict.fromkeys(["leh", "lehh"], "leh"),
-    **dict.fromkeys(["lor", "lorh", "lorr", "lo"], "lor"),
+    **dict.fromkeys(["lah", "la", "laa", "lahh", "lahhh", "laaa", "lahs"], "lah"),
+    **dict.fromkeys(["leh", "lehh", "lehhh"], "leh"),
+    **dict.fromkeys(["lor", "lorh", "lorr", "lo", "lorrr"], "lor"),
     **dict.fromkeys(["loh", "lohh"], "loh"),
     **dict.fromkeys(["meh", "mehh"], "meh"),
     **dict.fromkeys(["mah", "mahh"], "mah"),
-    **dict.fromkeys(["hor", "horr"], "hor"),
-    **dict.fromkeys(["ah", "ahh"], "ah"),
-    **dict.fromkeys(["wor", "wo", "woh"], "wor"),
-    **dict.fromkeys(["liao", "liaw"], "liao"),
+    **dict.fromkeys(["hor", "horr", "horh"], "hor"),
+    **dict.fromkeys(["ah", "ahh", "ahhh"], "ah"),
+    **dict.fromkeys(["wor", "wo", "woh", "worr"], "wor"),
+    **dict.fromkeys(["liao", "liaw", "liou"], "liao"),
     "one": "one",
-    **dict.fromkeys(["what", "wat"], "what"),
-    **dict.fromkeys(["sia", "siah"], "sia"),
+    **dict.fromkeys(["what", "wat", "wut"], "what"),
+    **dict.fromkeys(["sia", "siah", "siaa"], "sia"),
 }
+PARTICLES = tuple(dict.fromkeys(PARTICLE_VARIANTS.values()))
 
-MALAY_WORDS: frozenset[str] = frozenset("""
-saya aku awak kamu engkau dia kami kita mereka anda beliau nak hendak mahu tak tidak bukan dah sudah
-belum pernah akan sedang masih je saja sahaja kot pun kat di ke dari daripada pada dengan untuk bagi
-gi pergi balik datang pulang ni ini tu itu sini situ sana lepas macam mana apa siapa bila kenapa
-mengapa berapa bagaimana yang dan atau tetapi tapi sebab kerana jika kalau supaya agar juga lagi sangat
-amat terlalu paling lebih kurang semua setiap ada tiada boleh dapat mesti perlu kena jom mari tolong
-terima kasih selamat pagi petang malam tengah hari esok semalam kelmarin lusa nanti tadi sekarang
-makan minum tidur bangun jalan lari duduk berdiri baca tulis cakap dengar tengok lihat beli jual bayar
-ambil bawa beri kasi buat masak cuci basuh main kerja belajar mengajar tunggu cari jumpa tanya jawab
-rumah kedai pasar sekolah pejabat kereta bas teksi jalan bandar kampung negeri air nasi lemak ayam ikan
-daging sayur buah roti teh kopi gula garam pedas manis masin sedap panas sejuk hujan cuaca lebat angin
-besar kecil panjang pendek tinggi rendah baru lama cantik hodoh baik jahat pandai bodoh mahal murah
-jauh dekat cepat lambat penat lapar dahaga sakit sihat gembira sedih marah takut malu rindu sayang
-emak mak ayah bapa abang kakak adik nenek datuk atuk anak orang budak kawan cikgu doktor bos
-buku cerita surat duit wang ringgit sen harga barang baju kasut beg telefon
-satu dua tiga empat lima enam tujuh lapan sembilan sepuluh puluh ratus ribu juta
-hari minggu bulan tahun jam minit saat pukul awal lewat khabar bertolak membaca dibuka rabu isnin selasa
-khamis jumaat sabtu ahad stesen rosak habis siap gila dekat depan belakang atas bawah luar dalam
-tepi mamak makanan minuman kenduri raya bersama sama-sama tahu faham ingat lupa rasa fikir suka benci
-mau tau tahu goreng rebus bakar dekat sikit banyak ramai sedikit hampir pun lah kah tah nya sangat betul
-salah senang susah
+# Spellings that are also ordinary words (English "what"/"one", pinyin "wo"/"liao", "Ah" in names):
+# a particle only where the context rules in `tagger` say so.
+AMBIGUOUS_PARTICLES = frozenset({"what", "wat", "one", "ah", "ahh", "wo", "liao"})
+
+# Interjections are tagged `other` (the contract's class for them).
+INTERJECTIONS = frozenset("""
+eh ehh ehhh wah waa wahh aiyo aiyoh aiyoo aiya aiyah haiya haiyo haiyaa alamak wei weh oi oii oi ish
+hmm hmmm hm uh uhh um umm erm omg oh ohh ooh aduh adoi adui aduhai walao walau wahlau aik haha hahaha
+hehe lol wow yay ouch oops huh ha haa
 """.split())
 
-ENGLISH_WORDS: frozenset[str] = frozenset("""
-i you he she it we they me him her us them my your his its our their mine yours this that these those
-a an the and or but so if because when where why how what which who whom whose to of in on at for
-with from by about into over after before under between through during without again already also
-still just only very really too not no yes okay ok please thank thanks sorry hello hi good morning
-afternoon evening night today tomorrow yesterday later now soon here there is am are was were be been
-being have has had do does did done will would can could shall should may might must cannot can't
-don't doesn't didn't won't isn't aren't wasn't let go going went gone come came get got give gave
-take took make made see saw look know knew think thought want need like love help try tell told say
-said call send bring buy bought pay eat drink sleep work study meet start stop wait work works sure
-new old big small hot cold nice good bad busy late early hungry tired happy sad nervous free
-one two three four five six seven eight nine ten hundred thousand first last next some any all many
-much more most few little lot lots every each other another same different
-weekend week month year time day hour minute shopping shop mall office city car train bus phone
-food party meeting report problem question book table laptop exam boss friend friends brother sister
-mother father family people man woman child house home school room door money price weather lunch
-dinner breakfast coffee tea water course of oh wah yet park later okay also maybe it works worry
-closed sure really
+# Chinese-dialect (Hokkien, Cantonese) words common in Malaysian speech, written in Latin letters.
+ZH_LOANS = frozenset("""
+tapau dapao kiasu kiasi cincai paiseh paisei angpau ang pau kopitiam yumcha yum cha towkay taukeh sifu
+leng lui zai chio bo jio boh kaypoh kepoh sueh suay huat heng ong lou kongsi sui kuey teow kway popiah
+""".split()) - {"lou"}
+
+# Before a clause-final "one"/"what", these make it an ordinary English word ("that one", "you want
+# what?"), not a particle ("so stingy one", "I told you already what").
+DETERMINERS = frozenset("""
+the a an this that these those which each every any some no another other my your his her our their
+its whose only just last first next same favourite big small new old red blue black white
+""".split())
+# Two words before "one", these make it a noun ("the red one", "my old one").
+ARTICLES = frozenset("the a an this that these those which my your his her our their each every another".split())
+OBJECT_VERBS = frozenset("""
+want wants wanted need needs needed have has had got get gets take takes took give gives gave buy buys
+bought eat eats ate drink drinks order orders ordered choose chose pick picked see saw like likes make
+makes made find found bring brought use used sell sold keep kept do does did doing say says mean means
+meant know knew think call called is are was were for about to of with on in at from by
 """.split())
 
-# Chinese-dialect words common in Malaysian speech, written in the Latin alphabet.
-ZH_LOANS: frozenset[str] = frozenset("""
-tapau kiasu cincai paiseh angpau ang pau kopitiam lepak yumcha yum cha sui leng
+# Capitalised words that keep a language tag mid-sentence (not names): titles, days, months.
+TITLED_WORDS = frozenset("""
+encik puan cik tuan datuk dato datin tan sri mr mrs ms miss dr doktor cikgu
+monday tuesday wednesday thursday friday saturday sunday january february march april may june july
+august september october november december isnin selasa rabu khamis jumaat sabtu ahad januari februari
+mac mei jun julai ogos oktober disember
 """.split())
 
-_INITIALS = ["", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x", "zh", "ch", "sh",
-             "r", "z", "c", "s", "y", "w"]
-_FINALS = ["a", "o", "e", "i", "u", "ai", "ei", "ao", "ou", "an", "en", "ang", "eng", "ong", "er", "ia",
-           "ie", "iao", "iu", "ian", "in", "iang", "ing", "iong", "ua", "uo", "uai", "ui", "uan", "un",
-           "uang", "ve", "ue"]
-# Over-generates a little (a few impossible initial+final pairs); harmless for a lookup set.
-PINYIN_SYLLABLES: frozenset[str] = frozenset(
-    i + f for i, f in itertools.product(_INITIALS, _FINALS) if i + f
-) - frozenset({"i", "u"})
+_PINYIN_TABLE = "data/pinyin_freq.tsv"
+_HANZI_WORD = re.compile(r"^[\u3400-\u9fff]+$")
+
+
+@dataclass(frozen=True)
+class Frequencies:
+    """Word frequencies (share of running words) by language."""
+
+    ms: dict[str, float]
+    id: dict[str, float]
+    en: dict[str, float]
+    pinyin: dict[str, float]
+
+
+@functools.cache
+def frequencies() -> Frequencies:
+    """wordfreq's Malay, Indonesian and English tables and the shipped pinyin table (~0.3 s)."""
+    import wordfreq
+
+    return Frequencies(ms=wordfreq.get_frequency_dict("ms"), id=wordfreq.get_frequency_dict("id"),
+                       en=wordfreq.get_frequency_dict("en"), pinyin=_read_pinyin_table())
+
+
+def _read_pinyin_table() -> dict[str, float]:
+    text = resources.files("preprocess.text").joinpath(_PINYIN_TABLE).read_text(encoding="utf-8")
+    rows = (line.split("\t") for line in text.splitlines() if line and not line.startswith("#"))
+    return {syllable: float(freq) for syllable, freq in rows}
+
+
+def build_pinyin_table(top: int = 30000) -> dict[str, float]:
+    """Every toneless Mandarin syllable pypinyin knows, with its share of syllables in Chinese text
+    (the `top` most frequent words of wordfreq's Chinese list, read with pypinyin). Syllables
+    unseen there get half the rarest seen share."""
+    import wordfreq
+    from pypinyin import Style, lazy_pinyin
+    from pypinyin.contrib.tone_convert import to_normal
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    counts = {to_normal(p): 0.0 for readings in pinyin_dict.values() for p in readings.split(",")}
+    words = sorted(wordfreq.get_frequency_dict("zh").items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    for word, freq in words:
+        if _HANZI_WORD.match(word):
+            for syllable in lazy_pinyin(word, style=Style.NORMAL):
+                if syllable in counts:
+                    counts[syllable] += freq
+    total = sum(counts.values())
+    floor = min(v for v in counts.values() if v) / total / 2
+    return {s: (v / total if v else floor) for s, v in sorted(counts.items()) if s.isascii() and s.isalpha()}
+
+
+def write_pinyin_table(path) -> None:
+    table = build_pinyin_table()
+    lines = ["# Mandarin syllable frequencies: preprocess.text.lexicon.build_pinyin_table (wordfreq zh + pypinyin)"]
+    lines += [f"{s}\t{f:.4e}" for s, f in table.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def split_pinyin(word: str) -> list[str] | None:
+    """`word` as a run of Mandarin syllables ("xiexie" -> ["xie", "xie"]), fewest syllables first;
+    None if it cannot be read as pinyin. Tone marks and digits are dropped first."""
+    from pypinyin.contrib.tone_convert import to_normal
+
+    plain = to_normal(word.lower().replace("'", "")) if not word.isascii() else word.lower().replace("'", "")
+    plain = plain.rstrip("12345") if plain[-1:].isdigit() else plain
+    return _split(plain)
+
+
+@functools.lru_cache(maxsize=65536)
+def _split(plain: str) -> list[str] | None:
+    if not plain:
+        return []
+    syllables = frequencies().pinyin
+    best = None
+    for end in range(min(6, len(plain)), 0, -1):
+        head = plain[:end]
+        if head in syllables:
+            rest = _split(plain[end:])
+            if rest is not None and (best is None or len(rest) + 1 < len(best)):
+                best = [head, *rest]
+    return best

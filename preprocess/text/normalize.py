@@ -25,6 +25,11 @@ SHORT_FORMS = {
     "org": "orang", "pstu": "pastu", "lps": "lepas", "jgn": "jangan", "ni": "ni", "skrg": "sekarang",
     "bkn": "bukan", "sgt": "sangat", "krn": "kerana", "dlm": "dalam", "pd": "pada", "kpd": "kepada",
     "tgk": "tengok", "bg": "bagi", "lg": "lagi", "je": "je", "jln": "jalan", "mkn": "makan",
+    "xpe": "takpe", "xde": "takde", "xnak": "tak nak", "xleh": "tak boleh", "tgh": "tengah", "ckp": "cakap",
+    "dpt": "dapat", "jd": "jadi", "tlg": "tolong", "sblm": "sebelum", "ptg": "petang", "mlm": "malam",
+    "esk": "esok", "knp": "kenapa", "npe": "kenapa", "sape": "siapa", "mne": "mana", "cmne": "macam mana",
+    "aq": "aku", "sj": "saja", "jer": "je", "sket": "sikit", "bnyk": "banyak", "kwn": "kawan",
+    "brp": "berapa", "bsk": "besok", "drpd": "daripada", "ttg": "tentang", "sptt": "seperti",
 }
 
 TIME_WORDS = {"pagi", "petang", "malam", "tengahari", "tengah", "pm", "am", "o'clock"}
@@ -37,9 +42,17 @@ _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _MONEY = re.compile(r"\bRM\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?\b", re.IGNORECASE)
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s?%")
 _TIME = re.compile(r"\b(\d{1,2})(?:[.:](\d{2}))?\s?(am|pm|a\.m\.|p\.m\.)?(?=\s|$|[,.!?])", re.IGNORECASE)
+_DATE = re.compile(r"\b(\d{1,2})[/.-](\d{1,2})[/.-](\d{4}|\d{2})\b")
+_HB = re.compile(r"\b(\d{1,2})\s?hb\b", re.IGNORECASE)
+MS_MONTHS = ["Januari", "Februari", "Mac", "April", "Mei", "Jun", "Julai", "Ogos", "September", "Oktober",
+             "November", "Disember"]
+EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+             "November", "December"]
+_YEAR_AFTER_MONTH = re.compile(r"\b(" + "|".join(sorted(set(MS_MONTHS + EN_MONTHS))) + r")\s(\d{4})\b", re.IGNORECASE)
 _MS_ORDINAL = re.compile(r"\bke-?(\d+)\b", re.IGNORECASE)
 _EN_ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
 _REDUP = re.compile(r"\b([A-Za-z]{2,})2\b")
+_DOTTED = re.compile(r"\b\d+(?:\.\d+){2,}\b")
 _NUMBER = re.compile(r"\b\d{1,3}(?:,\d{3})+(?:\.\d+)?\b|\b\d+(?:\.\d+)?\b")
 
 
@@ -94,6 +107,25 @@ def ordinal(n: int, lang: str) -> str:
     return " ".join(words)
 
 
+def year(n: int, lang: str) -> str:
+    """A year as it is said: "dua ribu dua puluh enam"; "twenty twenty six", "nineteen ninety"."""
+    if lang == "ms" or not 1100 <= n <= 2099 or 2000 <= n <= 2009:
+        return ms_number(n) if lang == "ms" else en_number(n)
+    head, tail = divmod(n, 100)
+    rest = f"oh {en_number(tail)}" if 0 < tail < 10 else en_number(tail) if tail else "hundred"
+    return f"{en_number(head)} {rest}"
+
+
+def _date(m: re.Match, lang: str) -> str:
+    day, month, yr = int(m.group(1)), int(m.group(2)), m.group(3)
+    if not (1 <= day <= 31 and 1 <= month <= 12):
+        return m.group(0)
+    full = int(yr) + (2000 if len(yr) == 2 else 0)
+    if lang == "ms":
+        return f"{ms_number(day)} {MS_MONTHS[month - 1]} {year(full, 'ms')}"
+    return f"{ordinal(day, 'en')} of {EN_MONTHS[month - 1]} {year(full, 'en')}"
+
+
 def _money(m: re.Match, lang: str) -> str:
     ringgit = int(m.group(1).replace(",", ""))
     sen = int((m.group(2) or "0").ljust(2, "0"))
@@ -139,19 +171,25 @@ def clean_unicode(text: str) -> str:
 def normalize(text: str, lang: str = "ms") -> str:
     """The spoken form of `text` in matrix language `lang` ("ms" or "en")."""
     lang = "ms" if lang == "ms" else "en"
-    text = _EMOJI.sub(" ", clean_unicode(text))
+    text = " ".join(_short_form(token) for token in _EMOJI.sub(" ", clean_unicode(text)).split())
     text = _URL.sub(lambda m: _spell_address(m.group(0), lang), text)
     text = _EMAIL.sub(lambda m: _spell_address(m.group(0), lang), text)
+    text = _DATE.sub(lambda m: _date(m, lang), text)
+    text = _HB.sub(lambda m: f"{ms_number(int(m.group(1)))} haribulan", text)
+    text = _YEAR_AFTER_MONTH.sub(lambda m: f"{m.group(1)} {year(int(m.group(2)), lang)}", text)
     text = _MONEY.sub(lambda m: _money(m, lang), text)
     text = _PERCENT.sub(lambda m: f"{number(m.group(1), lang)} {'peratus' if lang == 'ms' else 'percent'}", text)
     text = _MS_ORDINAL.sub(lambda m: ordinal(int(m.group(1)), "ms"), text)
     text = _EN_ORDINAL.sub(lambda m: ordinal(int(m.group(1)), "en"), text)
     text = _TIME.sub(lambda m: _time(m, lang), text)
     text = _REDUP.sub(lambda m: f"{m.group(1)}-{m.group(1)}", text)
-    text = _NUMBER.sub(lambda m: number(m.group(0), lang), text)
-    tokens = []
-    for token in text.split():
-        core = token.strip(".,!?;:")
-        expanded = SHORT_FORMS.get(core.lower())
-        tokens.append(token.replace(core, expanded) if expanded and expanded != core.lower() else token)
-    return " ".join(tokens)
+    text = _DOTTED.sub(lambda m: f" {'titik' if lang == 'ms' else 'dot'} ".join(
+        number(part, lang) for part in m.group(0).split(".")), text)  # versions, addresses: 1.2.3
+    return _NUMBER.sub(lambda m: number(m.group(0), lang), text)
+
+
+def _short_form(token: str) -> str:
+    """A chat short form (whole word, edge punctuation kept) spelled out: "yg," -> "yang,"."""
+    core = token.strip(".,!?;:\"'()")
+    expanded = SHORT_FORMS.get(core.lower())
+    return token.replace(core, expanded) if expanded and expanded != core.lower() else token
