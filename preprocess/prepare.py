@@ -28,7 +28,7 @@ from preprocess.features import (
     speech_bounds,
 )
 from preprocess.manifest import Rejected, Utterance
-from preprocess.text import analyze, with_tags
+from preprocess.text import Word, analyze, with_tags
 
 # Mimi: 24 kHz at 12.5 frames/s. Clips are zero-padded to whole frames before encoding.
 FRAME_RATE_HZ = 12.5
@@ -72,14 +72,15 @@ def _store(url: str, endpoint: str | None) -> Store:
 Job = tuple[Utterance, str, str | None, PreprocessSettings, list[WordTime] | None]
 
 
-def for_mfa(job: tuple[Utterance, str, str | None, PreprocessSettings, Path]) -> tuple[str, str, list[str]] | None:
-    """First pass for Montreal Forced Aligner: write the cleaned clip into its corpus folder."""
+def for_mfa(job: tuple[Utterance, str, str | None, PreprocessSettings, Path]) -> tuple[str, str, list[Word]] | None:
+    """First pass for Montreal Forced Aligner: write the cleaned clip into its corpus folder; the
+    utterance's id, speaker and tagged words (its pronunciations go into the dictionary)."""
     row, source_url, endpoint, pre, root = job
     outcome = prepare((row, source_url, endpoint, pre, None), timings=False)
     if isinstance(outcome, Rejected):
         return None  # the main pass quarantines it
-    words = [w["text"] for w in outcome.analysis["words"]]
-    mfa.write_item(root, row.id, row.speaker_id, outcome.audio, pre.sample_rate_hz, words)
+    words = [Word(**w) for w in outcome.analysis["words"]]
+    mfa.write_item(root, row.id, row.speaker_id, outcome.audio, pre.sample_rate_hz, [w.text for w in words])
     return row.id, row.speaker_id, words
 
 

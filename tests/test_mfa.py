@@ -16,6 +16,7 @@ import pytest
 from infra.storage import Store
 from preprocess import mfa
 from preprocess.pipeline import input_store, run
+from preprocess.text import analyze
 from tests.conftest import small_corpus
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mfa_words.TextGrid"
@@ -30,9 +31,19 @@ def test_textgrid_words_tier_is_parsed_and_matched_to_the_transcript():
     assert mfa.word_times(tiers, ["okay", "go"]) is None  # a dropped word is not guessed around
 
 
-def test_grapheme_lexicon_spells_words_as_letters():
-    assert mfa.lexicon_entry("Budak") == "budak\tb u d a k"
-    assert mfa.lexicon_entry("2024") is None
+def test_the_lexicon_covers_every_word_of_the_corpus_in_its_own_language(tmp_path):
+    utterances = [analyze(t).words for t in ("Budak ni nak RM5 lah", "wo mei you qian lah", "I told you already what")]
+    lines = mfa.write_lexicon(tmp_path, utterances).read_text().splitlines()
+    entries = {}
+    for line in lines:
+        word, phones = line.split("\t")
+        entries.setdefault(word, []).append(phones)
+    assert set(entries) == {w.text.lower() for words in utterances for w in words}
+    assert entries["budak"] == ["B UW D AA Q"]  # Malay by rule, final k a glottal stop
+    assert entries["rm5"] == ["L IY M AH R IY NG G IY T"]  # said in the utterance's language
+    assert entries["lah"] == ["L AA"]
+    assert entries["ni"] == ["N IY"]  # Malay "ni" and pinyin "ni" sound alike: one entry
+    assert set(entries["you"]) >= {"Y UW", "Y OW"}  # English "you" and pinyin "you" both
 
 
 def test_the_command_trains_on_the_corpus_and_writes_alignments(tmp_path):
@@ -83,7 +94,7 @@ def test_pipeline_uses_mfa_timings_for_rows_without_their_own(tmp_path, make_set
     run(settings, input_store(str(corpus), settings), progress=False)
 
     call = json.loads(Path(str(stand_in) + ".calls").read_text())
-    assert call["args"][0] == "train" and "lah\tl a h" in call["lexicon"]
+    assert call["args"][0] == "train" and "lah\tL AA" in call["lexicon"]
     from streaming import StreamingDataset
 
     run_store = Store(settings.store).child(settings.run_prefix)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -106,3 +107,84 @@ def test_particles_and_english_words_are_never_rewritten_into_malay():
 def test_numbers_are_tagged_other_and_short_forms_malay():
     words = {w.text: w.lang for w in analyze("sy bayar RM20 utk 3 org").words}
     assert words == {"sy": "ms", "bayar": "ms", "RM20": "other", "utk": "ms", "3": "other", "org": "ms"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # Words in two languages take the language their neighbours make likely.
+    ("budak ni nakal", ["ms", "ms", "ms"]),
+    ("ni hao ma", ["zh", "zh", "zh"]),
+    ("wo men mei you qian", ["zh", "zh", "zh", "zh", "zh"]),
+    ("Do you have time", ["en", "en", "en", "en"]),
+    ("Air sungai tu keruh", ["ms", "ms", "ms", "ms"]),
+    ("The air is fresh", ["en", "en", "en", "en"]),
+    # A switch at a clause boundary: pinyin, then English.
+    ("Xie xie ni, you very helpful", ["zh", "zh", "zh", "en", "en", "en"]),
+    # English words inside a Malay clause, spelled as English.
+    ("Kita kena settle project ni cepat", ["ms", "ms", "en", "en", "ms", "ms"]),
+    # Words no frequency table has: by spelling, by pinyin syllables, by reduplication.
+    ("Mereka dipertanggungjawabkan semula", ["ms", "ms", "ms"]),
+    ("xiexie ni", ["zh", "zh"]),
+    ("kedai-kedai dah tutup", ["ms", "ms", "ms"]),
+])
+def test_language_follows_context_and_spelling(text, expected):
+    assert [w.lang for w in analyze(text).words] == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Ah Seng already went back ah", ["other", "other", "en", "en", "en", "particle"]),
+    ("Eh, dah pukul berapa ni?", ["other", "ms", "ms", "ms", "ms"]),
+    ("Kami pergi ke Langkawi dengan Mei Ling", ["ms", "ms", "ms", "other", "ms", "other", "other"]),
+    ("Mesin ATM tu rosak", ["ms", "other", "ms", "ms"]),
+    ("Jumpa hari Jumaat, Encik Rahman", ["ms", "ms", "ms", "ms", "other"]),
+    ("I told you already, cannot wo", ["en", "en", "en", "en", "en", "particle"]),
+    ("wo bu zhi dao", ["zh", "zh", "zh", "zh"]),
+    ("The bus gone liao", ["en", "en", "en", "particle"]),
+    ("Aku tak leh datang esok", ["ms", "ms", "ms", "ms", "ms"]),
+    ("You try first leh", ["en", "en", "en", "particle"]),
+    ("Why you so late one?", ["en", "en", "en", "en", "particle"]),
+    ("I want that one.", ["en", "en", "en", "en"]),
+    ("Can la, no problem one.", ["en", "particle", "en", "en", "particle"]),
+    ("You want to eat what?", ["en", "en", "en", "en", "en"]),
+    ("I already paid what, why still ask?", ["en", "en", "en", "particle", "en", "en", "en"]),
+])
+def test_names_interjections_and_particles_in_context(text, expected):
+    assert [w.lang for w in analyze(text).words] == expected
+
+
+def test_every_input_gives_words_by_the_contract_and_never_crashes():
+    import random
+
+    rng = random.Random(7)
+    alphabet = ("abcdefghijklmnopqrstuvwxyz ABC  ,.!?'-@/:%$2590\t\u00e9\u00fc\u01ce\u4f60\u597d\U0001F600"
+                "\u200d\ufe0f\u0645\u0930\ufffd\x00\x1b")
+    lines = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80))) for _ in range(400)]
+    lines += ["lah " * 20000, "a" * 100000, "RM" + "9" * 400, "-" * 50, "2" * 60, "ke-" * 30, "x2 " * 40]
+    for line in lines:
+        result = analyze(line)
+        for word in result.words:  # whole tokens with edge punctuation stripped
+            assert re.match(r"\w", word.text) and re.search(r"\w$", word.text) and not re.search(r"\s", word.text)
+            assert word.text in line
+        assert all(w.lang in ("ms", "en", "zh", "particle", "other") for w in result.words)
+        assert result.phase in (1, 2, 3) and isinstance(result.normalized, str)
+
+
+@pytest.mark.parametrize(("text", "spoken"), [
+    ("Jumpa 25/12/2026 nanti", "Jumpa dua puluh lima Disember dua ribu dua puluh enam nanti"),
+    ("The exam is on 3/1/2025", "The exam is on third of January twenty twenty five"),
+    ("Dia lahir 12hb Mei 1990", "Dia lahir dua belas haribulan Mei seribu sembilan ratus sembilan puluh"),
+    ("She was born in May 1995", "She was born in May nineteen ninety five"),
+    ("xpe la, aku tgh drive", "takpe la, aku tengah drive"),
+    ("link: https://a.com/x okay", "link: a dot com slash x okay"),
+    ("version 1.2.3 dah keluar", "version satu titik dua titik tiga dah keluar"),
+])
+def test_dates_years_short_forms_and_addresses_are_spoken(text, spoken):
+    assert analyze(text).normalized == spoken
+
+
+def test_the_shipped_pinyin_table_is_what_the_packages_give():
+    from preprocess.text.lexicon import _read_pinyin_table, build_pinyin_table
+
+    built = build_pinyin_table()
+    shipped = _read_pinyin_table()
+    assert built.keys() == shipped.keys() and len(shipped) > 400
+    assert all(abs(built[s] - shipped[s]) <= 1e-4 * built[s] for s in shipped)

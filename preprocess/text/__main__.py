@@ -1,8 +1,9 @@
-"""`python -m preprocess.text`: analyze (JSON lines), eval (scores on a labelled set), lexicon (MFA)."""
+"""`python -m preprocess.text`: analyze (JSON lines), eval (scores on labelled sets), lexicon (MFA)."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
 import sys
@@ -19,7 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("files", nargs="*", type=Path, default=[DEV_SET], help=f"labelled sets (default {DEV_SET})")
     ev.add_argument("--errors", action="store_true", help="list every utterance we tag wrongly")
     ev.add_argument("--no-baseline", action="store_true", help="skip the lingua baseline")
+    lx = sub.add_parser("lexicon", help="write an MFA pronunciation dictionary for a corpus's words")
+    lx.add_argument("files", nargs="*", type=Path,
+                    help="manifests (.jsonl/.csv, their `text`) or text files (a line an utterance); default stdin")
+    lx.add_argument("-o", "--output", type=Path, help="the dictionary file (default stdout)")
     args = parser.parse_args(argv)
+
+    if args.command == "lexicon":
+        return _lexicon(args.files, args.output)
 
     if args.command == "eval":
         from preprocess.text.evaluate import report
@@ -42,6 +50,52 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: line {lineno}: invalid UTF-8 replaced", file=sys.stderr)
         out.write(json.dumps(analyze(line).to_dict(), ensure_ascii=False) + "\n")
     return 0
+
+
+def _lexicon(files: list[Path], output: Path | None) -> int:
+    from preprocess.text import analyze
+    from preprocess.text.pronounce import dictionary, mfa_lines
+
+    try:
+        texts = [t for path in files for t in _texts(path)] if files else list(_stdin_lines())
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    lines = mfa_lines(dictionary(analyze(text).words for text in texts))
+    body = "\n".join(lines) + ("\n" if lines else "")
+    if output:
+        output.write_text(body, encoding="utf-8")
+        print(f"{len(lines)} pronunciations of {len({ln.split(chr(9))[0] for ln in lines})} words "
+              f"from {len(texts)} utterances -> {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(body)
+    return 0
+
+
+def _texts(path: Path) -> list[str]:
+    """The transcripts of a manifest (JSONL or CSV, column `text`) or the lines of a text file."""
+    raw = path.read_bytes().decode("utf-8", errors="replace")
+    if path.suffix == ".jsonl":
+        texts = []
+        for lineno, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                texts.append(str(json.loads(line)["text"]))
+            except (ValueError, KeyError, TypeError):
+                print(f"warning: {path}:{lineno}: no JSON object with a text field; skipped", file=sys.stderr)
+        return texts
+    if path.suffix == ".csv":
+        rows = csv.DictReader(io.StringIO(raw))
+        if "text" not in (rows.fieldnames or []):
+            raise ValueError(f"{path}: no `text` column")
+        return [row["text"] or "" for row in rows]
+    return raw.splitlines()
+
+
+def _stdin_lines():
+    for line in io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="\n"):
+        yield line.rstrip("\n").rstrip("\r")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 
@@ -65,8 +66,8 @@ meant know knew think call called is are was were for about to of with on in at 
 """.split())
 
 # Capitalised words that keep a language tag mid-sentence (not names): titles, days, months.
-TITLED_WORDS = frozenset("""
-encik puan cik tuan datuk dato datin tan sri mr mrs ms miss dr doktor cikgu
+TITLES = frozenset("encik puan cik tuan datuk dato datin tan sri mr mrs ms miss dr doktor cikgu".split())
+CALENDAR = frozenset("""
 monday tuesday wednesday thursday friday saturday sunday january february march april may june july
 august september october november december isnin selasa rabu khamis jumaat sabtu ahad januari februari
 mac mei jun julai ogos oktober disember
@@ -130,13 +131,18 @@ def write_pinyin_table(path) -> None:
 
 
 def split_pinyin(word: str) -> list[str] | None:
-    """`word` as a run of Mandarin syllables ("xiexie" -> ["xie", "xie"]), fewest syllables first;
-    None if it cannot be read as pinyin. Tone marks and digits are dropped first."""
-    from pypinyin.contrib.tone_convert import to_normal
+    """`word` as a run of Mandarin syllables ("xiexie" -> ["xie", "xie"], "nǐhǎo" -> ["ni", "hao"]),
+    fewest syllables first; None if it cannot be read as pinyin. Tones (marks or digits) are dropped."""
+    return _split(toneless(word))
 
-    plain = to_normal(word.lower().replace("'", "")) if not word.isascii() else word.lower().replace("'", "")
-    plain = plain.rstrip("12345") if plain[-1:].isdigit() else plain
-    return _split(plain)
+
+def toneless(word: str) -> str:
+    """Pinyin without tone marks or tone digits, ü as v: "Nǚ3" -> "nv"."""
+    low = word.lower().replace("'", "")
+    if not low.isascii():
+        low = low.replace("ü", "v").replace("ǖ", "v").replace("ǘ", "v").replace("ǚ", "v").replace("ǜ", "v")
+        low = "".join(ch for ch in unicodedata.normalize("NFD", low) if not unicodedata.combining(ch))
+    return low.rstrip("12345") if low[-1:].isdigit() else low
 
 
 @functools.lru_cache(maxsize=65536)

@@ -163,8 +163,9 @@ def _spell_address(text: str, lang: str) -> str:
 
 def clean_unicode(text: str) -> str:
     """NFC, control characters (tabs, stray bytes' replacements aside) as spaces, single spaces."""
-    text = unicodedata.normalize("NFC", text)
-    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+    if not (text.isascii() and text.isprintable()):  # the common case needs neither pass
+        text = unicodedata.normalize("NFC", text)
+        text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
     return " ".join(text.split())
 
 

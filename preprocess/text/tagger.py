@@ -32,11 +32,12 @@ from preprocess.text.charmodel import char_model
 from preprocess.text.lexicon import (
     AMBIGUOUS_PARTICLES,
     ARTICLES,
+    CALENDAR,
     DETERMINERS,
     INTERJECTIONS,
     OBJECT_VERBS,
     PARTICLE_VARIANTS,
-    TITLED_WORDS,
+    TITLES,
     ZH_LOANS,
     frequencies,
     split_pinyin,
@@ -66,6 +67,7 @@ _TRANS_BOUNDARY = _log_table({
 })
 _EN_COMMON = 1.5e-5  # above this English frequency a Malay reading must be backed by Indonesian
 _OOV = 1e-8  # probability mass spread by the character model over words no table has
+_NEGATORS = frozenset({"tak", "x", "tk", "tidak", "takkan", "mana", "dah"})
 _CLITICS = ("lah", "nya", "kah", "pun", "ku", "mu", "tah")
 
 _CLAUSE_END = re.compile(r"[.,!?;:…)\]]+$")
@@ -128,6 +130,8 @@ def _closed_class(tokens: list[Token], i: int) -> tuple[str, str | None] | None:
         return ("other", None)
     if low in INTERJECTIONS or (low in ("ah", "ahh") and token.sentence_start):
         return ("other", None)
+    if low == "leh" and i > 0 and tokens[i - 1].text.lower() in _NEGATORS:
+        return ("ms", None)  # "tak leh" is "tak boleh", not the particle
     particle = _particle(tokens, i)
     if particle:
         return ("particle", particle)
@@ -142,8 +146,14 @@ def _is_name(tokens: list[Token], i: int) -> bool:
     word = tokens[i].text
     if not word[0].isupper() or word == "I" or word.startswith("I'"):
         return False
-    if word.lower() in TITLED_WORDS and not tokens[i].sentence_start:
+    low = word.lower()
+    if low in TITLES and not tokens[i].sentence_start:
         return False
+    if low in CALENDAR and not tokens[i].sentence_start:
+        # "Mei" the month, unless a name follows ("Mei Ling").
+        following = tokens[i + 1] if i + 1 < len(tokens) else None
+        return (following is not None and following.text.istitle()
+                and following.text.lower() not in TITLES | CALENDAR and _is_name(tokens, i + 1))
     if len(word) >= 2 and word.isupper() and word.isalpha():
         freq = frequencies()
         return max(freq.en.get(word.lower(), 0.0), freq.ms.get(word.lower(), 0.0)) < 1e-4  # IC, LRT, KL

@@ -1,0 +1,121 @@
+"""The text frontend's tools: the scorer and its labelled sets, pronunciations, the MFA lexicon CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from preprocess.text import evaluate
+from preprocess.text.pronounce import chinese, english, malay, pronunciations
+from tests.conftest import PYTHON
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV, CHECK = ROOT / "data" / "text" / "dev.tsv", ROOT / "data" / "text" / "check.tsv"
+
+
+def test_the_dev_set_is_big_enough_and_covers_every_particle_and_hard_negative():
+    examples = evaluate.load(DEV)
+    words = [(t, g) for e in examples for t, g in zip(evaluate.tokenize(e.text), e.gold, strict=True)]
+    assert len(examples) >= 300 and len(words) >= 2000
+    particles = {g[1] for _, g in words if g[0] == "particle"}
+    assert particles == {"lah", "leh", "lor", "loh", "meh", "mah", "hor", "ah", "wor", "liao", "one", "what", "sia"}
+    # Hard negatives: the particle spellings as ordinary words.
+    ordinary = {t.text.lower() for t, g in words if g[0] != "particle"}
+    assert {"what", "one", "ah", "you", "ni"} <= ordinary
+
+
+def test_the_scorer_counts_words_particles_and_phases(tmp_path):
+    labelled = tmp_path / "tiny.tsv"
+    labelled.write_text("# comment\nOkay lah, I go\te *lah e e\nSaya nak makan\tm m m\nI told you what\te e e *what\n")
+    examples = evaluate.load(labelled)
+    perfect, wrong = evaluate.score(examples, lambda text: next(e.gold for e in examples if e.text == text))
+    assert (perfect.word_accuracy, perfect.particle_f1, perfect.phase_accuracy, wrong) == (1.0, 1.0, 1.0, [])
+
+    def all_malay(text):
+        return [("ms", None)] * len(evaluate.tokenize(text))
+
+    result, wrong = evaluate.score(examples, all_malay)
+    assert result.word_accuracy == pytest.approx(3 / 11)
+    assert (result.particle_precision, result.particle_recall, result.particle_f1) == (0.0, 0.0, 0.0)
+    assert result.phase_accuracy == pytest.approx(1 / 3)  # only the Malay line keeps phase 1
+    assert len(wrong) == 2 and result.confusion[("en", "ms")] == 6
+
+
+def test_labelled_files_with_mismatched_tags_are_refused_with_the_line(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("Saya nak makan\tm m\n")
+    with pytest.raises(ValueError, match="bad.tsv:1: 2 tags for 3 words"):
+        evaluate.load(bad)
+    bad.write_text("Okay la\te *la\n")
+    with pytest.raises(ValueError, match="not a canonical particle"):
+        evaluate.load(bad)
+
+
+@pytest.mark.parametrize("path", [DEV, CHECK])
+def test_the_frontend_meets_its_targets_on_the_labelled_sets(path):
+    result, _ = evaluate.score(evaluate.load(path), evaluate.ours)
+    assert result.word_accuracy >= 0.97 and result.particle_f1 >= 0.95 and result.phase_accuracy >= 0.97
+
+
+def test_eval_prints_both_systems_in_one_run():
+    out = subprocess.run([PYTHON, "-m", "preprocess.text", "eval", str(CHECK)], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    assert "suara" in out and "lingua (word by word)" in out and "word acc" in out
+
+
+@pytest.mark.parametrize(("word", "phones"), [
+    ("budak", "B UW D AA Q"),  # final k: glottal stop
+    ("saya", "S AA Y AH"),  # final a: schwa
+    ("boleh", "B OW L EY HH"),  # e taling before a final h
+    ("kereta", "K AH R EY T AH"),  # pepet then taling, from the exception list
+    ("enam", "AH N AA M"),
+    ("nyanyi", "NY AA NY IY"),
+    ("tinggi", "T IY NG G IY"),
+    ("khabar", "X AA B AA R"),
+    ("pulau", "P UW L AW"),
+    ("sama-sama", "S AA M AH S AA M AH"),
+])
+def test_malay_by_rule(word, phones):
+    assert " ".join(malay(word)) == phones
+
+
+def test_english_from_cmudict_with_fallbacks():
+    assert english("you") == [["Y", "UW"]]
+    assert ["DH", "AH"] in english("the")
+    assert english("overthinking") == [["OW", "V", "ER", "TH", "IH", "NG", "K", "IH", "NG"]]  # over + thinking
+    assert english("zorblax")[0][:2] == ["Z", "AO"]  # letter rules, never empty
+
+
+def test_pinyin_and_hanzi():
+    assert chinese("ni") == ["N", "IY"] and chinese("zhong") == ["JH", "UH", "NG"]
+    assert chinese("xiexie") == ["SH", "Y", "EH", "SH", "Y", "EH"]
+    assert chinese("你好") == chinese("nǐhǎo") == ["N", "IY", "HH", "AW"]
+    assert chinese("qu") == ["CH", "Y", "UW"] and chinese("yu") == ["Y", "UW"] and chinese("shi") == ["SH", "IH"]
+
+
+def test_particles_and_numbers():
+    assert pronunciations("lahh", "particle") == [["L", "AA"]]
+    time = malay("tiga") + malay("tiga") + malay("puluh")
+    assert pronunciations("3.30", "other", "ms", ("pukul", "petang")) == [time]
+    assert pronunciations("3.30", "other", "en", ("weighs", "kg"))[0][:3] == ["TH", "R", "IY"]
+
+
+def test_lexicon_cli_writes_an_mfa_dictionary_for_a_manifests_words(tmp_path):
+    manifest = tmp_path / "manifest.jsonl"
+    rows = [{"audio": "a.wav", "text": "Jom makan lah, RM5 je", "speaker_id": "s"},
+            {"audio": "b.wav", "text": "wo mei you qian", "speaker_id": "s"}]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    out = tmp_path / "lexicon.dict"
+    run = subprocess.run([PYTHON, "-m", "preprocess.text", "lexicon", str(manifest), "-o", str(out)],
+                         capture_output=True, text=True, check=True)
+    assert "manifest.jsonl:3:" in run.stderr and "skipped" in run.stderr
+    entries = {}
+    for line in out.read_text().splitlines():
+        word, phones = line.split("\t")
+        entries.setdefault(word, []).append(phones)
+    assert set(entries) == {"jom", "makan", "lah", "rm5", "je", "wo", "mei", "you", "qian"}
+    assert entries["rm5"] == [" ".join(malay("lima") + malay("ringgit"))]
+    assert entries["you"] == ["Y OW"] and entries["qian"] == ["CH Y EH N"]
