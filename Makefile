@@ -20,13 +20,14 @@ LOCAL_CONFIG ?= $(or $(SUARA_CONFIG),configs/local.yaml)
 
 export SKYPILOT_DISABLE_USAGE_COLLECTION := 1
 
-.PHONY: help setup test test-slow bench lint train-all train-local train-cloud pull-adapters image push lock clean
+.PHONY: help setup test test-slow bench eval-text lint train-all train-local train-cloud pull-adapters image push lock clean
 
 help:
 	@echo "make setup          build $(VENV) from requirements/lock.txt (pinned)"
 	@echo "make test           run the test suite (what CI runs)"
 	@echo "make test-slow      the slow tests (more preemption trials)"
 	@echo "make bench          benchmarks"
+	@echo "make eval-text      text frontend vs a lingua baseline on the labelled sets"
 	@echo "make lint           ruff + hadolint"
 	@echo "make train-all      preprocess + phases 1-4 locally on the embedded defaults"
 	@echo "make train-all CLOUD=1 [RAW_INPUT=s3://...] [AUDIO_HOURS=20]   cost check, then SkyPilot managed jobs"
@@ -49,6 +50,9 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python -m pytest -q -m bench -s
+
+eval-text: setup
+	$(BIN)/python -m preprocess.text eval data/text/dev.tsv data/text/check.tsv
 
 lint: setup
 	$(BIN)/ruff check infra preprocess trainer tests data
