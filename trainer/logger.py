@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -21,10 +22,15 @@ RETRY_WAIT_S = 2.0
 
 class RunLogger:
     def __init__(self, settings: Settings, scope: str, run_id: str | None):
+        mode = settings.logging.wandb_mode
+        self.run = None
+        if mode == "disabled":
+            # Importing W&B costs seconds of start-up (instance time after every preemption).
+            self.run_id = run_id or secrets.token_hex(4)
+            return
         import wandb
 
         self._wandb = wandb
-        mode = settings.logging.wandb_mode
         # Online only when asked for and a key exists; never fail a training job over logging.
         if mode == "online" and not os.environ.get("WANDB_API_KEY"):
             mode = "offline"
@@ -49,13 +55,16 @@ class RunLogger:
         self.run_id = run_id
 
     def log(self, step: int, values: dict[str, float]) -> None:
-        self.run.log(values, step=step)
+        if self.run is not None:
+            self.run.log(values, step=step)
 
     def log_audio(self, step: int, clips: dict[str, np.ndarray], sample_rate: int) -> None:
-        self.run.log({f"audio/{name}": self._wandb.Audio(audio, sample_rate=sample_rate)
-                      for name, audio in clips.items()}, step=step)
+        if self.run is not None:
+            self.run.log({f"audio/{name}": self._wandb.Audio(audio, sample_rate=sample_rate)
+                          for name, audio in clips.items()}, step=step)
 
     def close(self) -> None:
-        self.run.finish(quiet=True)
+        if self.run is not None:
+            self.run.finish(quiet=True)
 
 
