@@ -69,22 +69,25 @@ def test_random_preemptions_end_in_the_uninterrupted_adapter(preprocessed_store,
 def test_spend_stays_within_the_cap_and_budget_exhaustion_is_not_restarted(preprocessed_store, tmp_path,
                                                                          cache_dir):
     price = 360.0  # $0.10 per second of simulated instance time
+    cap = 2.4  # 24 s of instance time: the trainer takes ~10 s here to start (imports, model)
     settings = settings_for(preprocessed_store, tmp_path / "b", cache_dir,
-                            budget={"hourly_price_usd": price, "max_cost_usd": 1.2, "heartbeat_s": 0.25,
+                            budget={"hourly_price_usd": price, "max_cost_usd": cap, "heartbeat_s": 0.25,
                                     "seconds_per_step_estimate": 0.05, "startup_seconds_estimate": 5.0})
     env = subprocess_env(settings, SUARA_TRAIN__PHASES__1__MAX_STEPS="100000",
-                         SUARA_BUDGET__HOURLY_PRICE_USD=str(price), SUARA_BUDGET__MAX_COST_USD="1.2",
+                         SUARA_BUDGET__HOURLY_PRICE_USD=str(price), SUARA_BUDGET__MAX_COST_USD=str(cap),
                          SUARA_BUDGET__HEARTBEAT_S="0.25", SUARA_BUDGET__SECONDS_PER_STEP_ESTIMATE="0.05",
                          SUARA_BUDGET__STARTUP_SECONDS_ESTIMATE="5")
-    run = Supervisor(CMD, env, exit_codes.RETRYABLE, preemptions=1, window_s=(8.0, 10.0), seed=3,
+    run = Supervisor(CMD, env, exit_codes.RETRYABLE, preemptions=1, window_s=(15.0, 17.0), seed=3,
                      grace_s=5.0, hourly_price_usd=price).run()
     assert run.returncode == exit_codes.BUDGET_EXHAUSTED
     assert run.attempts[-1].preempted_by is None  # the supervisor did not restart after it
     # Overshoot allowed: what a kill loses before the ledger's next heartbeat, the last step, and
-    # interpreter start/exit that the trainer cannot see: ~2 s of instance time in all.
-    assert run.spend_usd <= 1.2 + 2.0 * price / 3600, run.spend_usd
+    # interpreter start and exit (torch's teardown) that the trainer cannot see, for each of the two
+    # attempts: up to ~3.3 s of instance time measured on a loaded 2-core machine; 4 s allowed.
+    # Without the guard the run would go on for its 100000 steps.
+    assert run.spend_usd <= cap + 4.0 * price / 3600, run.spend_usd
     ledger = Store(settings.store).child(settings.run_prefix).get_json("spend/phase1.json")
-    assert ledger["usd"] <= 1.2 + 1.0 * price / 3600  # the trainer's own count agrees
+    assert ledger["usd"] <= cap + 1.0 * price / 3600  # the trainer's own count agrees
     assert any("phase1 step" in a.stderr for a in run.attempts)  # it did train before stopping
 
 
