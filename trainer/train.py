@@ -18,7 +18,8 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -291,44 +292,46 @@ class PhaseTrainer:
         return contexts
 
     # -- evaluation ----------------------------------------------------------------------------
-    @torch.no_grad()
-    def validate(self) -> dict[str, float]:
-        """Mean unweighted loss per category on fixed validation samples; particle: particle frames."""
-        results = {}
+    @contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode and a forked RNG for a side trip (validation, audio samples), so the training
+        run's randomness and dropout continue exactly as without it."""
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.random.fork_rng(devices=[]):
-                for name, _, frames in VAL_CATEGORIES:
-                    samples = self.validation.get(name)
-                    if not samples:
-                        continue
-                    if frames == "particle":
-                        samples = [_particle_only(s) for s in samples]
-                    losses = []
-                    for i in range(0, len(samples), self.plan.batch_size):
-                        chunk = samples[i : i + self.plan.batch_size]
-                        batch = build_batch(chunk, self.tokenizer, self.model.config, self.speaker_index)
-                        parts = weighted_csm_loss(self.model, batch.to(self.device))
-                        losses.append(parts.loss.item())
-                    results[f"val/{name}"] = float(np.mean(losses))
+                yield
         finally:
             self.model.train(was_training)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean unweighted loss per category on fixed validation samples; particle: particle frames."""
+        results = {}
+        with self._evaluating():
+            for name, _, frames in VAL_CATEGORIES:
+                samples = self.validation.get(name)
+                if not samples:
+                    continue
+                if frames == "particle":
+                    samples = [_particle_only(s) for s in samples]
+                losses = []
+                for i in range(0, len(samples), self.plan.batch_size):
+                    chunk = samples[i : i + self.plan.batch_size]
+                    batch = build_batch(chunk, self.tokenizer, self.model.config, self.speaker_index)
+                    parts = weighted_csm_loss(self.model, batch.to(self.device))
+                    losses.append(parts.loss.item())
+                results[f"val/{name}"] = float(np.mean(losses))
         return results
 
     def _log_audio(self) -> None:
         from trainer.synth import generate
 
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.random.fork_rng(devices=[]):
-                clips = {name: generate(csm_parts(self.model), self.tokenizer, text,
-                                        self.speaker_index.get(self.speaker, 0) if self.speaker else 0,
-                                        self.settings.logging.audio_max_seconds, self.settings.seed)
-                         for name, text in AUDIO_PROMPTS.items()}
-        finally:
-            self.model.train(was_training)
+        with self._evaluating():
+            clips = {name: generate(csm_parts(self.model), self.tokenizer, text,
+                                    self.speaker_index.get(self.speaker, 0) if self.speaker else 0,
+                                    self.settings.logging.audio_max_seconds, self.settings.seed)
+                     for name, text in AUDIO_PROMPTS.items()}
         self.logger.log_audio(self.step, clips, csm_parts(self.model).codec_model.config.sampling_rate)
 
     # -- checkpoints ---------------------------------------------------------------------------
