@@ -119,3 +119,26 @@ def preprocessed_store(tmp_path_factory, cache_dir) -> str:
     settings = load_settings(store=f"file://{root}", cache_dir=cache_dir, run_id="shared")
     run(settings, input_store(None, settings), progress=False)
     return settings.store
+
+
+def copy_store(store_url: str, dest: Path) -> str:
+    """A private copy of a local (`file://`) store at `dest`; its URL."""
+    shutil.copytree(Path(store_url.removeprefix("file://")), dest)
+    return f"file://{dest}"
+
+
+@pytest.fixture
+def store_with_data(preprocessed_store, tmp_path) -> str:
+    """A private copy of the preprocessed sample corpus (run id `shared`) that a test may write to."""
+    return copy_store(preprocessed_store, tmp_path / "store")
+
+
+@pytest.fixture(scope="module")
+def tiny(cache_dir):
+    """The tiny random CSM (eval mode) and its tokenizer."""
+    from transformers import AutoTokenizer, CsmForConditionalGeneration
+
+    from preprocess.codec import tiny_bundle
+
+    path = tiny_bundle(cache_dir)
+    return CsmForConditionalGeneration.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import random
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from infra.storage import Store
+from tests.conftest import copy_store
 from trainer.data import ShardStream, bucket
 from trainer.loss import IGNORE, build_batch, frame_weights, weighted_csm_loss
 
@@ -26,16 +25,6 @@ def test_masks_become_phase_weights():
                switch_mask=np.array([1, 0, 0, 0, 0, 0], np.uint8))
     assert frame_weights(s).tolist() == [1, 1, 1, 1, 1, 1]
     assert frame_weights(s, particle_weight=2.0, switch_weight=1.5).tolist() == [1.5, 1, 2, 2, 1, 1]
-
-
-@pytest.fixture(scope="module")
-def tiny(cache_dir):
-    from transformers import AutoTokenizer, CsmForConditionalGeneration
-
-    from preprocess.codec import tiny_bundle
-
-    path = tiny_bundle(cache_dir)
-    return CsmForConditionalGeneration.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
 def test_context_turn_frames_are_inputs_but_never_targets(tiny):
@@ -68,8 +57,7 @@ def test_buckets_group_similar_lengths_under_a_frame_budget():
 
 @pytest.fixture
 def run_store(preprocessed_store, tmp_path):
-    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), tmp_path / "store")
-    return Store(f"file://{tmp_path / 'store'}").child("runs/shared")
+    return Store(copy_store(preprocessed_store, tmp_path / "store")).child("runs/shared")
 
 
 def test_replay_mixes_earlier_phases_into_the_stream(run_store, tmp_path):

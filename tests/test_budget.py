@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from infra.settings import BudgetSettings
@@ -54,12 +51,6 @@ def test_a_checkpoint_interval_that_cannot_be_paid_for_is_refused():
                         spent_before=0.95, spent_elsewhere=0.0, clock=FakeClock())
     assert guard.cannot_afford(100) is not None  # $0.10 > $0.05 left
     assert guard.cannot_afford(10) is None  # $0.01
-
-
-@pytest.fixture
-def store_with_data(preprocessed_store, tmp_path) -> str:
-    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), tmp_path / "store")
-    return f"file://{tmp_path / 'store'}"
 
 
 def run_phase(settings, clock, max_steps=None):

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from infra.storage import Store
 from preprocess.pipeline import input_store, run
-from tests.conftest import BUCKET, PYTHON, small_corpus, subprocess_env
+from tests.conftest import BUCKET, PYTHON, copy_store, small_corpus, subprocess_env
 from trainer.train import PhaseTrainer
 
 # Two rows per phase and speaker whose ids hash to the train split, so every phase has data.
@@ -71,11 +71,8 @@ def test_pipeline_end_to_end(pipeline_settings, tmp_path):
 
 
 def test_adapter_manifest_records_what_synthesis_needs(preprocessed_store, tmp_path, make_settings):
-    import shutil
-    from pathlib import Path
 
-    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), tmp_path / "s")
-    settings = make_settings(store=f"file://{tmp_path / 's'}", run_id="shared", steps=2)
+    settings = make_settings(store=copy_store(preprocessed_store, tmp_path / "s"), run_id="shared", steps=2)
     trainer = PhaseTrainer(settings, 1, progress=False)
     try:
         trainer.setup()

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from infra.storage import Store
-from tests.conftest import BUCKET
+from tests.conftest import BUCKET, copy_store
 from trainer import exit_codes
 from trainer.checkpoint import Checkpoints
 from trainer.fence import Fence, Fenced
@@ -39,8 +36,7 @@ def test_a_newer_claim_fences_the_older_instance(run_store):
 
 
 def test_a_superseded_trainer_stops_without_writing(preprocessed_store, tmp_path, make_settings):
-    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), tmp_path / "store")
-    settings = make_settings(store=f"file://{tmp_path / 'store'}", run_id="shared", steps=8)
+    settings = make_settings(store=copy_store(preprocessed_store, tmp_path / "store"), run_id="shared", steps=8)
     stale = PhaseTrainer(settings, 1, progress=False)
     try:
         stale.setup()

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import math
-import shutil
-from pathlib import Path
 
+from tests.conftest import copy_store
 from trainer.train import PhaseTrainer
 
 
 def test_validation_reports_each_category_and_wandb_resumes_the_same_run(preprocessed_store, tmp_path,
                                                                         make_settings):
-    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), tmp_path / "store")
-    settings = make_settings(store=f"file://{tmp_path / 'store'}", run_id="shared", steps=6,
+    settings = make_settings(store=copy_store(preprocessed_store, tmp_path / "store"), run_id="shared", steps=6,
                              logging={"wandb_mode": "offline", "val_every": 3, "val_batches": 1},
                              train={"log_every": 1})
     first = PhaseTrainer(settings, 1, progress=False, max_steps=3)
@@ -41,8 +39,7 @@ def test_audio_samples_from_fixed_prompts_are_generated_and_logged(preprocessed_
                                                                    monkeypatch):
     from trainer.train import AUDIO_PROMPTS
 
-    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), tmp_path / "store")
-    settings = make_settings(store=f"file://{tmp_path / 'store'}", run_id="shared", steps=2,
+    settings = make_settings(store=copy_store(preprocessed_store, tmp_path / "store"), run_id="shared", steps=2,
                              logging={"wandb_mode": "offline", "audio_every": 2, "audio_max_seconds": 0.4})
     trainer = PhaseTrainer(settings, 1, progress=False)
     logged = {}

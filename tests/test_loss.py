@@ -3,20 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from trainer.loss import build_batch, embed, weighted_csm_loss
-
-
-@pytest.fixture(scope="module")
-def tiny(cache_dir):
-    from transformers import AutoTokenizer, CsmForConditionalGeneration
-
-    from preprocess.codec import tiny_bundle
-
-    path = tiny_bundle(cache_dir)
-    return CsmForConditionalGeneration.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
 def samples(frames=(5, 9, 7), weights=None, seed=0):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from infra.storage import Store
+from tests.conftest import copy_store
 from trainer import exit_codes
 from trainer.checkpoint import Checkpoints
 from trainer.preemption import NoticePoller, StopRequest, spot_notice
@@ -82,9 +81,8 @@ def test_poller_sets_the_stop_request():
 
 def test_a_spot_notice_makes_the_trainer_checkpoint_and_exit_retryable(preprocessed_store, tmp_path,
                                                                         make_settings):
-    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), tmp_path / "store")
     with FakeIMDS() as imds:
-        settings = make_settings(store=f"file://{tmp_path / 'store'}", run_id="shared", steps=200,
+        settings = make_settings(store=copy_store(preprocessed_store, tmp_path / "store"), run_id="shared", steps=200,
                                  preemption={"imds_url": imds.url, "imds_poll_s": 0.05})
         trainer = PhaseTrainer(settings, 1, progress=False)
         try:

@@ -14,7 +14,7 @@ from infra.storage import Store
 from preprocess.manifest import read_manifest
 from preprocess.pipeline import input_store, run
 from preprocess.shards import COLUMNS, split_of
-from tests.conftest import SAMPLE, small_corpus
+from tests.conftest import SAMPLE, copy_store, small_corpus
 
 
 def test_sample_corpus_becomes_shards_for_every_phase_and_speaker(preprocessed_store):
@@ -171,8 +171,7 @@ def test_data_report_has_its_plots_and_the_quarantine(preprocessed_store, tmp_pa
 
     from preprocess.report import build_report, particle_contours
 
-    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), tmp_path / "s")
-    run_store = Store(f"file://{tmp_path / 's'}").child("runs/shared")
+    run_store = Store(copy_store(preprocessed_store, tmp_path / "s")).child("runs/shared")
     run_store.put_text("quarantine.jsonl", json.dumps({"id": "bad<1>", "reason": "clipping", "detail": "x"}) + "\n")
     uri = build_report(run_store, cache_dir)
     page = Path(uri).read_text()

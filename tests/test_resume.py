@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from infra.storage import Store
-from tests.conftest import PYTHON, subprocess_env
+from tests.conftest import PYTHON, copy_store, subprocess_env
 from trainer import exit_codes
 from trainer.checkpoint import Checkpoints
 
@@ -36,8 +35,7 @@ def _settings(preprocessed_store, root: Path, cache_dir):
     from infra.settings import load_settings
     from tests.conftest import tiny_plan
 
-    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), root / "store")
-    return load_settings(store=f"file://{root / 'store'}", run_id="shared", cache_dir=cache_dir,
+    return load_settings(store=copy_store(preprocessed_store, root / "store"), run_id="shared", cache_dir=cache_dir,
                          train={"phases": tiny_plan(STEPS), "checkpoint_every": EVERY, "log_every": 1},
                          logging={"wandb_mode": "disabled", "val_every": 0})
 

@@ -4,7 +4,6 @@ a simulated hourly price, and the trainer's exit codes deciding what is restarte
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from infra.settings import load_settings
 from infra.storage import Store
 from infra.supervisor import Supervisor
-from tests.conftest import PYTHON, subprocess_env, tiny_plan
+from tests.conftest import PYTHON, copy_store, subprocess_env, tiny_plan
 from trainer import exit_codes
 
 STEPS, EVERY = 60, 5
@@ -21,8 +20,7 @@ CMD = [PYTHON, "-m", "trainer", "train", "--phase", "1", "--no-progress"]
 
 
 def settings_for(preprocessed_store, root: Path, cache_dir, **extra):
-    shutil.copytree(Path(preprocessed_store.removeprefix("file://")), root / "store")
-    return load_settings(store=f"file://{root / 'store'}", run_id="shared", cache_dir=cache_dir,
+    return load_settings(store=copy_store(preprocessed_store, root / "store"), run_id="shared", cache_dir=cache_dir,
                          train={"phases": tiny_plan(STEPS), "checkpoint_every": EVERY, "log_every": 1},
                          logging={"wandb_mode": "disabled", "val_every": 0}, **extra)
 

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from infra.storage import Store
 from trainer.checkpoint import CheckpointError, Checkpoints, fetch_adapter
 from trainer.train import PhaseTrainer
-
-
-@pytest.fixture
-def store_with_data(preprocessed_store, tmp_path) -> str:
-    """A private copy of the preprocessed sample corpus (run id `shared`)."""
-    src = Path(preprocessed_store.removeprefix("file://"))
-    shutil.copytree(src, tmp_path / "store")
-    return f"file://{tmp_path / 'store'}"
 
 
 def train(settings, phase, speaker=None, **kw):
