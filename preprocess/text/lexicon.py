@@ -93,7 +93,13 @@ def frequencies() -> Frequencies:
     import wordfreq
 
     return Frequencies(ms=wordfreq.get_frequency_dict("ms"), id=wordfreq.get_frequency_dict("id"),
-                       en=wordfreq.get_frequency_dict("en"), pinyin=_read_pinyin_table())
+                       en=wordfreq.get_frequency_dict("en"), pinyin=pinyin_frequencies())
+
+
+@functools.cache
+def pinyin_frequencies() -> dict[str, float]:
+    """The shipped Mandarin syllable table alone (reading pinyin needs no word tables)."""
+    return _read_pinyin_table()
 
 
 def _read_pinyin_table() -> dict[str, float]:
@@ -149,7 +155,7 @@ def toneless(word: str) -> str:
 def _split(plain: str) -> list[str] | None:
     if not plain:
         return []
-    syllables = frequencies().pinyin
+    syllables = pinyin_frequencies()
     best = None
     for end in range(min(6, len(plain)), 0, -1):
         head = plain[:end]

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 from preprocess.text import Word, matrix_language
 from preprocess.text.lexicon import PARTICLE_VARIANTS, split_pinyin
+from preprocess.text.normalize import normalize
 
 PARTICLE_PHONES = {
     "lah": "L AA", "leh": "L EH", "lor": "L AO", "loh": "L OW", "meh": "M EH", "mah": "M AA", "hor": "HH AO",
@@ -199,8 +200,6 @@ def pronunciations(word: str, lang: str, matrix: str = "ms", around: tuple[str, 
 
 
 def _spoken(token: str, matrix: str, around: tuple[str, str]) -> list[str]:
-    from preprocess.text.normalize import normalize
-
     before, after = (len(normalize(w, matrix).split()) for w in around)
     said = normalize(f"{around[0]} {token} {around[1]}", matrix).split()
     phones: list[str] = []

@@ -40,6 +40,7 @@ from preprocess.text.lexicon import (
     TITLES,
     ZH_LOANS,
     frequencies,
+    pinyin_frequencies,
     split_pinyin,
 )
 from preprocess.text.normalize import SHORT_FORMS, clean_unicode
@@ -238,7 +239,7 @@ def _emission(word: str) -> tuple[float, float, float]:
 
 
 def _pinyin_probability(low: str) -> float:
-    freq = frequencies().pinyin
+    freq = pinyin_frequencies()
     if low in freq:
         return freq[low]
     if not low.isalpha() or len(low) > 24:
