@@ -5,7 +5,7 @@ Each word is spoken by the espeak-ng voice of its language (Malay `ms`, English 
 so the true start and end of every word is known: they go into the manifest as `word_timings`
 (ground truth for the aligner). Two speakers differ by voice variant, pitch and rate.
 
-    python data/make_sample_corpus.py            # writes data/sample/ (needs espeak-ng)
+    .venv/bin/python data/make_sample_corpus.py   # writes data/sample/
 
 Sentences are written with a language mark on words that differ from the sentence's language:
 `word_e` English, `word_m` Malay, `word_z` pinyin, `word_p` particle.
@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from preprocess import espeak
 
 OUT = Path(__file__).resolve().parent / "sample"
 ESPEAK_RATE_HZ = 22_050
@@ -38,7 +38,7 @@ SPEAKERS = {
         "voice_characteristics": {"gender": "male", "accent": "penang", "speaking_rate": "fast"},
     },
 }
-VOICES = {"ms": "ms", "en": "en-gb", "zh": "cmn-latn-pinyin", "particle": "ms"}
+VOICES = {"ms": "ms", "en": "en", "zh": "cmn-latn-pinyin", "particle": "ms"}  # espeak-ng voice files
 MARKS = {"e": "en", "m": "ms", "z": "zh", "p": "particle"}
 
 # (category, sentence language, sentence). Phase 1: one language; 2: code-switched; 3: particles.
@@ -116,16 +116,11 @@ SENTENCES: list[tuple[str, str, str]] = [
 ]
 
 
-def speak(word: str, lang: str, speaker: dict, tmp: Path) -> np.ndarray:
+def speak(word: str, lang: str, speaker: dict) -> np.ndarray:
     voice = VOICES[lang] + speaker["variant"]
     speed = speaker["speed"] - (35 if lang == "particle" else 0)
     pitch = speaker["pitch"] + (10 if lang == "particle" else 0)
-    wav = tmp / "w.wav"
-    subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(wav), word],
-        check=True, capture_output=True,
-    )
-    audio, rate = sf.read(wav, dtype="float32")
+    audio, rate = espeak.synthesize(word, voice, words_per_minute=speed, pitch=pitch)
     assert rate == ESPEAK_RATE_HZ, rate
     voiced = np.flatnonzero(np.abs(audio) > 0.01)
     return audio[voiced[0] : voiced[-1] + 1] if voiced.size else audio
@@ -144,72 +139,70 @@ def words_of(sentence: str, sentence_lang: str) -> list[tuple[str, str, str]]:
 
 
 def main() -> None:
-    if shutil.which("espeak-ng") is None:
-        raise SystemExit("espeak-ng is not installed: apt-get install espeak-ng")
+    if not espeak.available():
+        raise SystemExit("espeak-ng is not available: run `make setup` (it installs espeakng-loader)")
     if OUT.exists():
         shutil.rmtree(OUT)
     (OUT / "audio").mkdir(parents=True)
     rng = np.random.default_rng(7)
     records = []
     counters: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        for index, (category, lang, sentence) in enumerate(SENTENCES):
-            for speaker_id, speaker in SPEAKERS.items():
-                # Each sentence once per speaker for phase 2/3; phase-1 sentences alternate speakers
-                # to keep the corpus small.
-                if category in ("ms", "en", "zh") and (index % 2) != (speaker_id == "speaker_02"):
-                    continue
-                words = words_of(sentence, lang)
-                pieces = [np.zeros(int(EDGE_S * ESPEAK_RATE_HZ), np.float32)]
-                timings = []
-                cursor = EDGE_S
-                for display, word, word_lang in words:
-                    audio = speak(word, word_lang, speaker, tmp)
-                    start = cursor
-                    cursor += len(audio) / ESPEAK_RATE_HZ
-                    timings.append({"word": display.strip(",.?!"), "start": round(start, 4),
-                                    "end": round(cursor, 4), "lang": word_lang})
-                    gap = GAP_S + float(rng.uniform(0, 0.04))
-                    pieces += [audio, np.zeros(int(gap * ESPEAK_RATE_HZ), np.float32)]
-                    cursor += int(gap * ESPEAK_RATE_HZ) / ESPEAK_RATE_HZ
-                pieces.append(np.zeros(int(EDGE_S * ESPEAK_RATE_HZ), np.float32))
-                audio = np.concatenate(pieces)
-                counters[category] = counters.get(category, 0) + 1
-                n = counters[category]
-                utt_id = f"{category}_{n:03d}_{speaker_id[-2:]}"
-                # Mix formats and rates so preprocessing decodes and resamples for real.
-                fmt, rate = [("flac", 22_050), ("flac", 22_050), ("wav", 16_000), ("ogg", 22_050),
-                             ("flac", 22_050), ("mp3", 22_050)][n % 6]
-                if rate != ESPEAK_RATE_HZ:
-                    import librosa
+    for index, (category, lang, sentence) in enumerate(SENTENCES):
+        for speaker_id, speaker in SPEAKERS.items():
+            # Each sentence once per speaker for phase 2/3; phase-1 sentences alternate speakers
+            # to keep the corpus small.
+            if category in ("ms", "en", "zh") and (index % 2) != (speaker_id == "speaker_02"):
+                continue
+            words = words_of(sentence, lang)
+            pieces = [np.zeros(int(EDGE_S * ESPEAK_RATE_HZ), np.float32)]
+            timings = []
+            cursor = EDGE_S
+            for display, word, word_lang in words:
+                audio = speak(word, word_lang, speaker)
+                start = cursor
+                cursor += len(audio) / ESPEAK_RATE_HZ
+                timings.append({"word": display.strip(",.?!"), "start": round(start, 4),
+                                "end": round(cursor, 4), "lang": word_lang})
+                gap = GAP_S + float(rng.uniform(0, 0.04))
+                pieces += [audio, np.zeros(int(gap * ESPEAK_RATE_HZ), np.float32)]
+                cursor += int(gap * ESPEAK_RATE_HZ) / ESPEAK_RATE_HZ
+            pieces.append(np.zeros(int(EDGE_S * ESPEAK_RATE_HZ), np.float32))
+            audio = np.concatenate(pieces)
+            counters[category] = counters.get(category, 0) + 1
+            n = counters[category]
+            utt_id = f"{category}_{n:03d}_{speaker_id[-2:]}"
+            # Mix formats and rates so preprocessing decodes and resamples for real.
+            fmt, rate = [("flac", 22_050), ("flac", 22_050), ("wav", 16_000), ("ogg", 22_050),
+                         ("flac", 22_050), ("mp3", 22_050)][n % 6]
+            if rate != ESPEAK_RATE_HZ:
+                import librosa
 
-                    audio = librosa.resample(audio, orig_sr=ESPEAK_RATE_HZ, target_sr=rate)
-                rel = f"audio/{utt_id}.{fmt}"
-                sf.write(OUT / rel, audio, rate, format=fmt.upper() if fmt != "ogg" else "OGG",
-                         **({"subtype": "PCM_16"} if fmt == "wav" else {}))
-                text = " ".join(display for display, _, _ in words)
-                record = {
-                    "id": utt_id,
-                    "audio": rel,
-                    "text": text,
-                    "speaker_id": speaker_id,
-                    "speaker_name": speaker["speaker_name"],
-                    "voice_characteristics": speaker["voice_characteristics"],
-                    "duration": round(len(audio) / rate, 3),
-                    "word_timings": timings,
-                }
-                if category in ("ms", "en", "zh"):
-                    record["language"] = category
-                    record["accent"] = {"ms": "malaysian_malay", "en": "malaysian_english",
-                                        "zh": "malaysian_mandarin"}[category]
-                elif n % 3 == 0:
-                    # Some records carry the seed's explicit tags; the rest rely on the frontend.
-                    record["word_langs"] = [t["lang"] for t in timings]
-                    if category == "pa":
-                        record["particle_tags"] = [t["word"].lower() if t["lang"] == "particle" else "none"
-                                                   for t in timings]
-                records.append(record)
+                audio = librosa.resample(audio, orig_sr=ESPEAK_RATE_HZ, target_sr=rate)
+            rel = f"audio/{utt_id}.{fmt}"
+            sf.write(OUT / rel, audio, rate, format=fmt.upper() if fmt != "ogg" else "OGG",
+                     **({"subtype": "PCM_16"} if fmt == "wav" else {}))
+            text = " ".join(display for display, _, _ in words)
+            record = {
+                "id": utt_id,
+                "audio": rel,
+                "text": text,
+                "speaker_id": speaker_id,
+                "speaker_name": speaker["speaker_name"],
+                "voice_characteristics": speaker["voice_characteristics"],
+                "duration": round(len(audio) / rate, 3),
+                "word_timings": timings,
+            }
+            if category in ("ms", "en", "zh"):
+                record["language"] = category
+                record["accent"] = {"ms": "malaysian_malay", "en": "malaysian_english",
+                                    "zh": "malaysian_mandarin"}[category]
+            elif n % 3 == 0:
+                # Some records carry the seed's explicit tags; the rest rely on the frontend.
+                record["word_langs"] = [t["lang"] for t in timings]
+                if category == "pa":
+                    record["particle_tags"] = [t["word"].lower() if t["lang"] == "particle" else "none"
+                                               for t in timings]
+            records.append(record)
     with open(OUT / "manifest.jsonl", "w", encoding="utf-8") as fh:
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")

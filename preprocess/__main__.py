@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         from preprocess.pipeline import SAMPLE_CORPUS
 
         if not align.available():
-            raise SystemExit("error: espeak-ng is not installed (apt-get install espeak-ng)")
+            raise SystemExit("error: espeak-ng is not available; run `make setup` (it installs espeakng-loader)")
         result = align.evaluate(args.corpus or str(SAMPLE_CORPUS), every=args.every)
         print(f"{result['boundaries']} word boundaries in {result['utterances']} utterances: "
               f"median error {result['median_ms']:.0f} ms, 90th percentile {result['p90_ms']:.0f} ms")

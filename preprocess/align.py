@@ -2,37 +2,36 @@
 the recording with dynamic time warping over MFCCs (the approach of the aeneas aligner).
 
 Each word is spoken by the espeak-ng voice of its language, so the synthetic template's word
-boundaries are known exactly; DTW maps them onto the recording. It needs only espeak-ng (a Debian
-package) and runs anywhere; Montreal Forced Aligner, where installed, is the more accurate option.
+boundaries are known exactly; DTW maps them onto the recording. espeak-ng comes as a library with
+its voices from PyPI (preprocess/espeak.py), so this runs anywhere `make setup` ran; Montreal Forced
+Aligner, where installed, is the more accurate option.
 """
 
 from __future__ import annotations
 
-import io
-import shutil
-import subprocess
 from functools import lru_cache
 
 import librosa
 import numpy as np
 import soundfile as sf
 
+from preprocess import espeak
 from preprocess.features import WordTime
 
-VOICES = {"ms": "ms", "en": "en-gb", "zh": "cmn-latn-pinyin", "particle": "ms", "other": "en-gb"}
+# espeak-ng voice files: `en` is British English, `cmn-latn-pinyin` reads pinyin.
+VOICES = {"ms": "ms", "en": "en", "zh": "cmn-latn-pinyin", "particle": "ms", "other": "en"}
 FEATURE_RATE_HZ = 16_000
 HOP_S = 0.01
 GAP_S = 0.05
 
 
 def available() -> bool:
-    return shutil.which("espeak-ng") is not None
+    return espeak.available()
 
 
 @lru_cache(maxsize=4096)
 def _speak(word: str, voice: str) -> tuple[np.ndarray, int]:
-    out = subprocess.run(["espeak-ng", "-v", voice, "--stdout", word], check=True, capture_output=True)
-    audio, rate = sf.read(io.BytesIO(out.stdout), dtype="float32")
+    audio, rate = espeak.synthesize(word, voice)
     voiced = np.flatnonzero(np.abs(audio) > 0.01)
     return (audio[voiced[0] : voiced[-1] + 1] if voiced.size else audio), rate
 
@@ -49,7 +48,7 @@ def template(words: list[tuple[str, str]]) -> tuple[np.ndarray, list[tuple[float
     """The transcript spoken word by word at FEATURE_RATE_HZ, and each word's (start, end) in it."""
     pieces, bounds, cursor = [np.zeros(int(GAP_S * FEATURE_RATE_HZ), np.float32)], [], GAP_S
     for text, lang in words:
-        audio, rate = _speak(text, VOICES.get(lang, "en-gb"))
+        audio, rate = _speak(text, VOICES.get(lang, "en"))
         audio = librosa.resample(audio, orig_sr=rate, target_sr=FEATURE_RATE_HZ)
         bounds.append((cursor, cursor + len(audio) / FEATURE_RATE_HZ))
         cursor += len(audio) / FEATURE_RATE_HZ + GAP_S

@@ -90,8 +90,11 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
         run_store.delete(RANKS_PREFIX)  # markers of an earlier multi-rank layout
 
     if settings.preprocess.aligner == "espeak_dtw" and not align.available():
-        raise ValueError("preprocess.aligner=espeak_dtw needs espeak-ng (apt-get install espeak-ng); "
-                         "or use auto / proportional")
+        raise ValueError("preprocess.aligner=espeak_dtw needs espeak-ng, which `make setup` installs "
+                         "(espeakng-loader); or use auto / proportional")
+    if settings.preprocess.aligner == "auto" and not mfa.available() and not align.available():
+        log.warning("word timings: neither Montreal Forced Aligner nor espeak-ng is available, so rows without "
+                    "manifest timings get a proportional split by word length (make setup installs espeak-ng)")
     codec = Codec.load(settings.codec, settings.cache_dir, settings.device)
     if abs(codec.frame_rate_hz - FRAME_RATE_HZ) > 1e-9:
         raise ValueError(f"codec {settings.codec} runs at {codec.frame_rate_hz} frames/s; Suara expects Mimi's 12.5")

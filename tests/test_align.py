@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 import soundfile as sf
@@ -11,8 +9,8 @@ import soundfile as sf
 from preprocess import align
 from tests.conftest import SAMPLE
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                                  reason="espeak-ng is not installed (.ci/run installs it)")
+needs_espeak = pytest.mark.skipif(not align.available(),
+                                  reason="espeak-ng cannot be loaded (espeakng-loader is in the lock; run make setup)")
 
 
 @needs_espeak
