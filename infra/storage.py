@@ -48,6 +48,12 @@ class Store:
     def from_settings(cls, settings: Any) -> Store:
         return cls(settings.store, settings.s3_endpoint_url)
 
+    @classmethod
+    def for_run(cls, settings: Any) -> Store:
+        """This run's prefix (`runs/<run_id>/`) of the configured store: where every stage of a run
+        reads and writes."""
+        return cls.from_settings(settings).child(settings.run_prefix)
+
     def child(self, prefix: str) -> Store:
         """A view of the store under `prefix` (same filesystem, new root)."""
         sub = Store.__new__(Store)
@@ -164,11 +170,8 @@ class Store:
             self.fs.rm(path, recursive=True)
 
     def sha256(self, key: str) -> str:
-        digest = hashlib.sha256()
         with self.fs.open(self._path(key), "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+            return _sha256_stream(fh)
 
     @contextmanager
     def library_env(self) -> Iterator[None]:
@@ -199,8 +202,12 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+        return _sha256_stream(fh)
+
+
+def _sha256_stream(fh: Any) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()

@@ -54,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from preprocess.report import build_report
 
-            uri = build_report(Store.from_settings(settings).child(settings.run_prefix), settings.cache_dir)
+            uri = build_report(Store.for_run(settings), settings.cache_dir)
             print(f"data report: {uri}")
             return 0
         if args.command == "merge":
-            report = merge(Store.from_settings(settings).child(settings.run_prefix), args.world_size)
+            report = merge(Store.for_run(settings), args.world_size)
         else:
             source = input_store(args.input, settings)
             report = run(settings, source, progress=not args.no_progress, rank=args.rank,

@@ -77,8 +77,7 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
     """Preprocess this rank's share of the input; the rank that completes the set merges."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
-    store = Store.from_settings(settings)
-    run_store = store.child(settings.run_prefix)
+    run_store = Store.for_run(settings)
     # A rerun rebuilds this rank's data; checkpoints and adapters of the run are left alone.
     own = f"/{rank_dir(rank)}/"
     for key in run_store.list(DATA_PREFIX):

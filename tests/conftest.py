@@ -138,7 +138,7 @@ def tiny(cache_dir):
     """The tiny random CSM (eval mode) and its tokenizer."""
     from transformers import AutoTokenizer, CsmForConditionalGeneration
 
-    from preprocess.codec import tiny_bundle
+    from infra.models import tiny_bundle
 
     path = tiny_bundle(cache_dir)
     return CsmForConditionalGeneration.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)

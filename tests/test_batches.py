@@ -97,7 +97,7 @@ def test_the_stream_resumes_mid_window_with_the_same_batches(run_store, tmp_path
 def test_phase_weights_reach_the_particle_frames_of_real_shards(run_store, tmp_path, cache_dir):
     from transformers import AutoTokenizer, CsmForConditionalGeneration
 
-    from preprocess.codec import tiny_bundle
+    from infra.models import tiny_bundle
 
     path = tiny_bundle(cache_dir)
     config = CsmForConditionalGeneration.from_pretrained(path).config

@@ -78,7 +78,7 @@ def test_at_the_cap_the_trainer_checkpoints_publishes_and_exits_budget_exhausted
     trainer, code = run_phase(settings, FakeClock())
     assert code == exit_codes.BUDGET_EXHAUSTED
     assert trainer.step == 6  # $6 spent after 6 one-hour steps: the first step at or past $5.50
-    run = Store(settings.store).child(settings.run_prefix)
+    run = Store.for_run(settings)
     assert Checkpoints(run, "phase1", 3).steps()[-1] == 6
     manifest = run.get_json("adapters/phase1/manifest.json")
     assert manifest["complete"] is False and manifest["steps"] == 6
@@ -93,7 +93,7 @@ def test_spend_lost_since_the_last_checkpoint_is_counted_through_the_ledger(stor
     settings = make_settings(store=store_with_data, run_id="shared", steps=20,
                              budget={"hourly_price_usd": 1.0, "heartbeat_s": 1.0},
                              train={"checkpoint_every": 10})
-    run = Store(settings.store).child(settings.run_prefix)
+    run = Store.for_run(settings)
     trainer, code = run_phase(settings, FakeClock(), max_steps=20)
     assert code == 0
     # A killed attempt after the last checkpoint: the ledger says more than the checkpoint.

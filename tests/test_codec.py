@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from infra.models import tiny_bundle
 from infra.storage import sha256_file
-from preprocess.codec import Codec, tiny_bundle
+from preprocess.codec import Codec
 
 
 def test_tiny_bundle_is_deterministic_across_builds(tmp_path, cache_dir):

@@ -31,7 +31,7 @@ def test_pipeline_end_to_end(pipeline_settings, tmp_path):
     corpus = small_corpus(tmp_path / "corpus", CORPUS_IDS)
     report = run(settings, input_store(str(corpus), settings), progress=False)
     assert report.samples == len(CORPUS_IDS) and report.quarantined == 0
-    run_store = Store(settings.store, settings.s3_endpoint_url).child(settings.run_prefix)
+    run_store = Store.for_run(settings)
 
     for phase, speaker in [(1, None), (2, None), (3, None), (4, "speaker_01"), (4, "speaker_02")]:
         trainer = PhaseTrainer(settings, phase, speaker, progress=False)

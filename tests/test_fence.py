@@ -44,6 +44,6 @@ def test_a_superseded_trainer_stops_without_writing(preprocessed_store, tmp_path
         assert stale.train() == exit_codes.FENCED
     finally:
         stale.cleanup()
-    run = Store(settings.store).child(settings.run_prefix)
+    run = Store.for_run(settings)
     assert Checkpoints(run, "phase1", 3).steps() == []
     assert not run.exists("adapters/phase1/manifest.json")

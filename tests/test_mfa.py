@@ -97,7 +97,7 @@ def test_pipeline_uses_mfa_timings_for_rows_without_their_own(tmp_path, make_set
     assert call["args"][0] == "train" and "lah\tL AA" in call["lexicon"]
     from streaming import StreamingDataset
 
-    run_store = Store(settings.store).child(settings.run_prefix)
+    run_store = Store.for_run(settings)
     aligners = {}
     for key in ("phase1/train", "phase3/train"):
         ds = StreamingDataset(remote=run_store.uri(f"data/{key}"), local=str(tmp_path / "c" / key), batch_size=1)

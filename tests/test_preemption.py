@@ -100,7 +100,7 @@ def test_a_spot_notice_makes_the_trainer_checkpoint_and_exit_retryable(preproces
         finally:
             trainer.cleanup()
     assert code == exit_codes.PREEMPTED
-    run = Store(settings.store).child(settings.run_prefix)
+    run = Store.for_run(settings)
     assert Checkpoints(run, "phase1", 3).steps()[-1] == trainer.step < 200
 
 

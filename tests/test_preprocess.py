@@ -91,7 +91,7 @@ def test_broken_inputs_are_quarantined_with_reasons_and_nothing_else_is_lost(tmp
 
     settings = make_settings()
     report = run(settings, input_store(str(corpus), settings), progress=False)
-    run_store = Store(settings.store).child(settings.run_prefix)
+    run_store = Store.for_run(settings)
     quarantined = [json.loads(x) for x in run_store.get_bytes("quarantine.jsonl").decode().splitlines()]
     reasons = {q["id"]: q["reason"] for q in quarantined}
     assert reasons == {
@@ -122,9 +122,9 @@ def test_rerunning_rebuilds_the_same_data(tmp_path, make_settings):
     corpus = small_corpus(tmp_path / "corpus", ["ms_001_01", "cs_001_01", "pa_001_01"])
     settings = make_settings()
     run(settings, input_store(str(corpus), settings), progress=False)
-    first = Store(settings.store).child(settings.run_prefix).get_json("data/manifest.json")
+    first = Store.for_run(settings).get_json("data/manifest.json")
     run(settings, input_store(str(corpus), settings), progress=False)
-    second = Store(settings.store).child(settings.run_prefix).get_json("data/manifest.json")
+    second = Store.for_run(settings).get_json("data/manifest.json")
     assert first["files"] == second["files"] and first["buckets"] == second["buckets"]
 
 
@@ -148,7 +148,7 @@ def test_two_ranks_as_two_processes_build_one_dataset(tmp_path, make_settings):
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
 
-    run_store = Store(settings.store).child(settings.run_prefix)
+    run_store = Store.for_run(settings)
     manifest = run_store.get_json("data/manifest.json")
     assert manifest["world_size"] == 2 and manifest["totals"]["samples"] == len(ids)
     assert manifest["quarantine"]["count"] == 1
@@ -198,7 +198,7 @@ def test_rows_without_timings_are_aligned_and_say_by_what(tmp_path, make_setting
         json.dumps({k: v for k, v in r.items() if k != "word_timings"}) + "\n" for r in rows))
     settings = make_settings()
     run(settings, input_store(str(corpus), settings), progress=False)
-    run_store = Store(settings.store).child(settings.run_prefix)
+    run_store = Store.for_run(settings)
     ds = StreamingDataset(remote=run_store.uri("data/phase3/train"), local=str(tmp_path / "c"), batch_size=1)
     expected = "espeak_dtw" if align.available() else "proportional"
     assert {ds[i]["aligner"] for i in range(len(ds))} == {expected}
@@ -230,7 +230,7 @@ def test_killed_preprocessing_run_again_ends_with_every_sample_once(tmp_path, ma
         time.sleep(0.1)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
     subprocess.run(cmd, env=env, check=True, capture_output=True)
-    run_store = Store(settings.store).child(settings.run_prefix)
+    run_store = Store.for_run(settings)
     manifest = run_store.get_json("data/manifest.json")
     ids = []
     for key in manifest["buckets"]:

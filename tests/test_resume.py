@@ -50,16 +50,16 @@ def train_cmd():
 
 
 def adapter_bytes(settings) -> bytes:
-    return Store(settings.store).child(settings.run_prefix).get_bytes("adapters/phase1/adapter_model.safetensors")
+    return Store.for_run(settings).get_bytes("adapters/phase1/adapter_model.safetensors")
 
 
 def checkpoints(settings) -> list[int]:
-    return Checkpoints(Store(settings.store).child(settings.run_prefix), "phase1", 3).steps()
+    return Checkpoints(Store.for_run(settings), "phase1", 3).steps()
 
 
 def wait_for_checkpoint(settings, step: int, proc: subprocess.Popen, timeout_s: float = 180) -> None:
     key = f"checkpoints/phase1/step_{step:06d}/manifest.json"
-    run = Store(settings.store).child(settings.run_prefix)
+    run = Store.for_run(settings)
     deadline = time.monotonic() + timeout_s
     while not run.exists(key):
         assert proc.poll() is None, f"trainer exited early: {proc.returncode}"
@@ -128,7 +128,7 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(interrupted,
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     newest = checkpoints(interrupted)[-1]
-    run = Store(interrupted.store).child(interrupted.run_prefix)
+    run = Store.for_run(interrupted)
     # As if the newest checkpoint had been committed and pointed at, then damaged (the kill may
     # have landed between its manifest and the pointer).
     run.put_json("checkpoints/phase1/latest.json", {"step": newest, "generation": None})

@@ -26,7 +26,7 @@ def settings_for(preprocessed_store, root: Path, cache_dir, **extra):
 
 
 def adapter(settings) -> bytes:
-    return Store(settings.store).child(settings.run_prefix).get_bytes("adapters/phase1/adapter_model.safetensors")
+    return Store.for_run(settings).get_bytes("adapters/phase1/adapter_model.safetensors")
 
 
 def last_step(stderr: str) -> int:
@@ -84,7 +84,7 @@ def test_spend_stays_within_the_cap_and_budget_exhaustion_is_not_restarted(prepr
     # attempts: up to ~3.3 s of instance time measured on a loaded 2-core machine; 4 s allowed.
     # Without the guard the run would go on for its 100000 steps.
     assert run.spend_usd <= cap + 4.0 * price / 3600, run.spend_usd
-    ledger = Store(settings.store).child(settings.run_prefix).get_json("spend/phase1.json")
+    ledger = Store.for_run(settings).get_json("spend/phase1.json")
     assert ledger["usd"] <= cap + 1.0 * price / 3600  # the trainer's own count agrees
     assert any("phase1 step" in a.stderr for a in run.attempts)  # it did train before stopping
 

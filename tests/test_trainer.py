@@ -31,7 +31,7 @@ def test_checkpoints_are_written_every_k_steps_and_pruned(store_with_data, make_
     settings = make_settings(store=store_with_data, run_id="shared", steps=12,
                              train={"keep_last_checkpoints": 2})
     train(settings, 1, checkpoint_every=3)
-    run = Store(settings.store).child(settings.run_prefix)
+    run = Store.for_run(settings)
     assert Checkpoints(run, "phase1", 2).steps() == [9, 12]
     manifest = run.get_json("checkpoints/phase1/step_000012/manifest.json")
     assert set(manifest["objects"]) == {"weights/adapter_config.json", "weights/adapter_model.safetensors",
@@ -40,7 +40,7 @@ def test_checkpoints_are_written_every_k_steps_and_pruned(store_with_data, make_
 
 def test_each_phase_starts_from_the_previous_phases_adapter(store_with_data, make_settings, tmp_path):
     settings = make_settings(store=store_with_data, run_id="shared", steps=4)
-    run = Store(settings.store).child(settings.run_prefix)
+    run = Store.for_run(settings)
     with pytest.raises(CheckpointError, match="train it first: python -m trainer train --phase 1"):
         train(settings, 2)
     train(settings, 1)
@@ -99,10 +99,10 @@ def test_full_fine_tune_trains_every_weight_but_the_codec(store_with_data, make_
     settings = make_settings(store=store_with_data, run_id="shared", steps=3, train={"mode": "full"})
     trainer, code = train(settings, 1)
     assert code == 0
-    run = Store(settings.store).child(settings.run_prefix)
+    run = Store.for_run(settings)
     manifest = fetch_adapter(run, 1, None, tmp_path / "full")
     assert manifest["mode"] == "full"
-    from preprocess.codec import tiny_bundle
+    from infra.models import tiny_bundle
 
     before = load_file(tiny_bundle(settings.cache_dir) / "model.safetensors")
     after = load_file(tmp_path / "full" / "model.safetensors")

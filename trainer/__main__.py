@@ -123,7 +123,7 @@ def _train(settings, args) -> int:
 def _adapters(settings) -> int:
     from infra.storage import Store
 
-    run = Store.from_settings(settings).child(settings.run_prefix)
+    run = Store.for_run(settings)
     manifests = [k for k in run.list("adapters") if k.endswith("/manifest.json")]
     if not manifests:
         print(f"no adapters yet under {run.uri('adapters')}")
@@ -140,7 +140,7 @@ def _pull(settings, args) -> int:
     from infra.storage import Store
     from trainer.checkpoint import fetch_adapter
 
-    run = Store.from_settings(settings).child(settings.run_prefix)
+    run = Store.for_run(settings)
     manifest = fetch_adapter(run, args.phase, args.speaker, args.to)
     print(f"adapter phase {args.phase} ({manifest['steps']} steps, {len(manifest['objects'])} files verified) "
           f"in {args.to}")

@@ -96,7 +96,7 @@ class BudgetGuard:
 def precheck(settings: Settings, scope: str, phase_cap_usd: float | None, checkpoint_every: int) -> str | None:
     """Why a phase must not start, judged from the ledger alone, before anything heavy is loaded
     (a refused start still pays for its own start-up). None when it may start."""
-    run = Store.from_settings(settings).child(settings.run_prefix)
+    run = Store.for_run(settings)
     entries = {e["scope"]: e for e in _entries(run)}
     own = entries.get(scope, {})
     guard = BudgetGuard(settings.budget, scope, phase_cap_usd, float(own.get("usd", 0.0)),

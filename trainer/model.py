@@ -12,15 +12,15 @@ from typing import Any
 
 import torch
 
+from infra.models import model_source, resolve_device
 from infra.settings import LoraSettings, Settings
-from preprocess.codec import TINY, resolve_device, tiny_bundle
 
 log = logging.getLogger(__name__)
 CODEC_MODULES = r".*codec_model.*"
 
 
 def base_model_source(settings: Settings) -> str:
-    return str(tiny_bundle(settings.cache_dir)) if settings.model == TINY else settings.model
+    return model_source(settings.model, settings.cache_dir)
 
 
 def load_base(settings: Settings, weights: Path | None = None) -> tuple[Any, Any]:

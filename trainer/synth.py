@@ -37,7 +37,7 @@ def generate(csm: Any, tokenizer: Any, text: str, speaker: int, max_seconds: flo
 
 def synthesize(settings: Settings, phase: int, text: str, out: Path, speaker: str | None = None,
                max_seconds: float = 10.0) -> Path:
-    run = Store.from_settings(settings).child(settings.run_prefix)
+    run = Store.for_run(settings)
     with tempfile.TemporaryDirectory(prefix="suara-synth-") as tmp:
         adapter_dir = Path(tmp) / "adapter"
         manifest = fetch_adapter(run, phase, speaker if phase == 4 else None, adapter_dir)

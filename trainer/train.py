@@ -89,7 +89,7 @@ class PhaseTrainer:
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         s = self.settings
-        self.run = Store.from_settings(s).child(s.run_prefix)
+        self.run = Store.for_run(s)
         self.workdir = Path(tempfile.mkdtemp(prefix="suara-train-"))
         data = read_data_manifest(self.run)
         self.speaker_index = {spk: i for i, spk in enumerate(data["speakers"])}
@@ -422,6 +422,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def speakers_of(settings: Settings) -> list[str]:
-    run = Store.from_settings(settings).child(settings.run_prefix)
+    run = Store.for_run(settings)
     return list(read_data_manifest(run)["speakers"])
 
