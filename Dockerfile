@@ -20,14 +20,14 @@ ENV DEBIAN_FRONTEND=noninteractive \
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# What SkyPilot needs inside a runtime container (ssh, rsync, sudo, curl) and espeak-ng for the
-# offline aligner. Ubuntu's package versions move with security updates, so they are not pinned;
+# What SkyPilot needs inside a runtime container (ssh, rsync, sudo, curl); espeak-ng comes with
+# the lock (espeakng-loader). Ubuntu's package versions move with security updates, so they are not pinned;
 # the base image tag is.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         ca-certificates curl rsync openssh-client openssh-server sudo git patch netcat-openbsd \
-        espeak-ng libsndfile1 \
+        libsndfile1 \
     && rm -rf /var/lib/apt/lists/*
 
 COPY --from=micromamba /bin/micromamba /usr/local/bin/micromamba

@@ -25,13 +25,21 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from infra.settings import Settings
+from infra.settings import PreprocessSettings, Settings
 from infra.storage import Store
 from preprocess import align, mfa
 from preprocess.codec import Codec
 from preprocess.manifest import Rejected, Utterance, read_manifest
 from preprocess.prepare import FRAME_RATE_HZ, Prepared, die_with_parent, for_mfa, prepare
-from preprocess.shards import DATA_PREFIX, make_sample, merge_indexes, rank_dir, shard_writer, split_of
+from preprocess.shards import (
+    DATA_PREFIX,
+    ShardWriter,
+    make_sample,
+    merge_indexes,
+    rank_dir,
+    shard_writer,
+    split_of,
+)
 
 log = logging.getLogger(__name__)
 SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -77,8 +85,35 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
     """Preprocess this rank's share of the input; the rank that completes the set merges."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+    pre = settings.preprocess
     run_store = Store.for_run(settings)
-    # A rerun rebuilds this rank's data; checkpoints and adapters of the run are left alone.
+    _clear_rank(run_store, rank, world_size)
+    codec = _load_codec(settings)
+    rows, jobs, rejected = _rows_of_rank(source, rank, world_size)
+    workers = pre.workers or os.cpu_count() or 1
+    aligned: dict[str, Any] = {}
+    if pre.aligner == "mfa" or (pre.aligner == "auto" and mfa.available()):
+        aligned = _mfa_pass(jobs, source, pre, workers)
+    work = [(row, source.url, source.endpoint_url, pre, aligned.get(row.id)) for row in jobs]
+    desc = "preprocess" if world_size == 1 else f"preprocess rank {rank}/{world_size}"
+    with shard_writer(run_store, rank) as writer, _pool(workers) as pool:
+        dataset = RankDataset(writer, codec, pre, rejected)
+        for outcome in tqdm(_ordered(pool, prepare, work, window=4 * workers), total=len(work), desc=desc,
+                            unit="utt", disable=not progress):
+            dataset.add(outcome)
+        dataset.flush()
+    for item in dataset.rejected:
+        log.warning("quarantined %s: %s (%s)", item.id, item.reason, item.detail)
+    run_store.put_json(marker_key(rank), dataset.marker(rank, world_size, source.url, len(rows)))
+    if all(run_store.exists(marker_key(r)) for r in range(world_size)):
+        return merge(run_store, world_size)
+    log.info("rank %d of %d done; the last rank to finish merges", rank, world_size)
+    return Report(samples=sum(v.samples for k, v in writer.stats.items() if not k.startswith("phase4/")),
+                  quarantined=len(dataset.rejected), seconds=0.0, manifest_uri="", quarantine_uri="", merged=False)
+
+
+def _clear_rank(run_store: Store, rank: int, world_size: int) -> None:
+    """A rerun rebuilds this rank's data; checkpoints and adapters of the run are left alone."""
     own = f"/{rank_dir(rank)}/"
     for key in run_store.list(DATA_PREFIX):
         if own in f"/{key}":
@@ -88,15 +123,25 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
     if world_size == 1:
         run_store.delete(RANKS_PREFIX)  # markers of an earlier multi-rank layout
 
-    if settings.preprocess.aligner == "espeak_dtw" and not align.available():
+
+def _load_codec(settings: Settings) -> Codec:
+    """The codec, after the checks that would otherwise fail a run halfway."""
+    aligner = settings.preprocess.aligner
+    if aligner == "espeak_dtw" and not align.available():
         raise ValueError("preprocess.aligner=espeak_dtw needs espeak-ng, which `make setup` installs "
                          "(espeakng-loader); or use auto / proportional")
-    if settings.preprocess.aligner == "auto" and not mfa.available() and not align.available():
+    if aligner == "auto" and not mfa.available() and not align.available():
         log.warning("word timings: neither Montreal Forced Aligner nor espeak-ng is available, so rows without "
                     "manifest timings get a proportional split by word length (make setup installs espeak-ng)")
     codec = Codec.load(settings.codec, settings.cache_dir, settings.device)
     if abs(codec.frame_rate_hz - FRAME_RATE_HZ) > 1e-9:
         raise ValueError(f"codec {settings.codec} runs at {codec.frame_rate_hz} frames/s; Suara expects Mimi's 12.5")
+    return codec
+
+
+def _rows_of_rank(source: Store, rank: int,
+                  world_size: int) -> tuple[list[Utterance | Rejected], list[Utterance], list[Rejected]]:
+    """This rank's manifest rows; those to process (first of each id) and those rejected already."""
     rows = [r for r in read_manifest(source) if rank_of(r.id, world_size) == rank]
     rejected: list[Rejected] = []
     jobs: list[Utterance] = []
@@ -109,62 +154,79 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
         else:
             seen_ids.add(row.id)
             jobs.append(row)
-    seen_audio: dict[str, str] = {}
-    speakers: set[str] = set()
-    f0_stats: dict[str, list] = {}  # speaker -> [sum, sum of squares, voiced frames]
-    pending: list[Prepared] = []
+    return rows, jobs, rejected
 
-    def flush(writer: Any) -> None:
-        for item, codes in zip(pending, codec.encode_batch([p.audio for p in pending]), strict=True):
-            writer.write(make_sample(
-                utt_id=item.row.id, speaker_id=item.row.speaker_id, text=item.row.text, analysis=item.analysis,
-                split=split_of(item.row.id), duration_s=len(item.audio) / settings.preprocess.sample_rate_hz,
-                codes=codes, extras=item.extras,
+
+class F0Stats:
+    """Voiced-frame F0 sums per speaker (sum, sum of squares, count): mergeable across ranks."""
+
+    def __init__(self, totals: dict[str, list] | None = None):
+        self.totals: dict[str, list] = {k: list(v) for k, v in (totals or {}).items()}
+
+    def add(self, speaker: str, f0_hz: np.ndarray) -> None:
+        voiced = f0_hz[f0_hz > 0].astype(np.float64)
+        self.merge({speaker: [float(voiced.sum()), float((voiced**2).sum()), int(voiced.size)]})
+
+    def merge(self, totals: dict[str, list]) -> None:
+        for speaker, (total, squares, count) in totals.items():
+            acc = self.totals.setdefault(speaker, [0.0, 0.0, 0])
+            acc[0], acc[1], acc[2] = acc[0] + total, acc[1] + squares, acc[2] + count
+
+    def by_speaker(self) -> dict[str, dict[str, float]]:
+        return {
+            spk: {"mean_hz": round(t / n, 2), "std_hz": round(float(np.sqrt(max(sq / n - (t / n) ** 2, 0.0))), 2),
+                  "voiced_frames": n}
+            for spk, (t, sq, n) in sorted(self.totals.items()) if n
+        }
+
+
+class RankDataset:
+    """What one rank keeps: prepared clips are de-duplicated by their audio bytes, encoded by the
+    codec in batches and written to the shards; every other outcome joins the quarantine."""
+
+    def __init__(self, writer: ShardWriter, codec: Codec, pre: PreprocessSettings, rejected: list[Rejected]):
+        self.writer, self.codec, self.pre = writer, codec, pre
+        self.rejected = rejected
+        self.speakers: set[str] = set()
+        self.f0 = F0Stats()
+        self._seen_audio: dict[str, str] = {}
+        self._pending: list[Prepared] = []
+
+    def add(self, outcome: Prepared | Rejected) -> None:
+        if isinstance(outcome, Rejected):
+            self.rejected.append(outcome)
+            return
+        first = self._seen_audio.setdefault(outcome.digest, outcome.row.id)
+        if first != outcome.row.id:
+            self.rejected.append(Rejected(outcome.row.id, "duplicate_audio", f"same audio bytes as {first!r}",
+                                          outcome.row.audio))
+            return
+        self._pending.append(outcome)
+        if len(self._pending) >= self.pre.codec_batch:
+            self.flush()
+
+    def flush(self) -> None:
+        codes = self.codec.encode_batch([p.audio for p in self._pending])
+        for item, item_codes in zip(self._pending, codes, strict=True):
+            row = item.row
+            self.writer.write(make_sample(
+                utt_id=row.id, speaker_id=row.speaker_id, text=row.text, analysis=item.analysis,
+                split=split_of(row.id), duration_s=len(item.audio) / self.pre.sample_rate_hz, codes=item_codes,
+                extras=item.extras,
             ))
-            speakers.add(item.row.speaker_id)
-            f0 = item.extras["f0_hz"]
-            voiced = f0[f0 > 0].astype(np.float64)
-            acc = f0_stats.setdefault(item.row.speaker_id, [0.0, 0.0, 0])
-            acc[0] += float(voiced.sum())
-            acc[1] += float((voiced**2).sum())
-            acc[2] += int(voiced.size)
-        pending.clear()
+            self.speakers.add(row.speaker_id)
+            self.f0.add(row.speaker_id, item.extras["f0_hz"])
+        self._pending.clear()
 
-    desc = "preprocess" if world_size == 1 else f"preprocess rank {rank}/{world_size}"
-    workers = settings.preprocess.workers or os.cpu_count() or 1
-    pre = settings.preprocess
-    aligned: dict[str, Any] = {}
-    if pre.aligner == "mfa" or (pre.aligner == "auto" and mfa.available()):
-        aligned = _mfa_pass(jobs, source, pre, workers)
-    work = [(row, source.url, source.endpoint_url, pre, aligned.get(row.id)) for row in jobs]
-    with shard_writer(run_store, rank) as writer, _pool(workers) as pool:
-        results = _ordered(pool, prepare, work, window=4 * workers)
-        for outcome in tqdm(results, total=len(work), desc=desc, unit="utt", disable=not progress):
-            if isinstance(outcome, Rejected):
-                rejected.append(outcome)
-                continue
-            if outcome.digest in seen_audio:
-                rejected.append(Rejected(outcome.row.id, "duplicate_audio",
-                                         f"same audio bytes as {seen_audio[outcome.digest]!r}", outcome.row.audio))
-                continue
-            seen_audio[outcome.digest] = outcome.row.id
-            pending.append(outcome)
-            if len(pending) >= settings.preprocess.codec_batch:
-                flush(writer)
-        flush(writer)
-    for item in rejected:
-        log.warning("quarantined %s: %s (%s)", item.id, item.reason, item.detail)
-    run_store.put_json(marker_key(rank), {
-        "rank": rank, "world_size": world_size, "input": source.url, "codec": codec.describe(),
-        "rows": len(rows), "speakers": sorted(speakers), "f0_stats": f0_stats,
-        "buckets": {k: {"samples": v.samples, "seconds": round(v.seconds, 3)} for k, v in writer.stats.items()},
-        "quarantine": [r.to_dict() for r in rejected],
-    })
-    if all(run_store.exists(marker_key(r)) for r in range(world_size)):
-        return merge(run_store, world_size)
-    log.info("rank %d of %d done; the last rank to finish merges", rank, world_size)
-    return Report(samples=sum(v.samples for k, v in writer.stats.items() if not k.startswith("phase4/")),
-                  quarantined=len(rejected), seconds=0.0, manifest_uri="", quarantine_uri="", merged=False)
+    def marker(self, rank: int, world_size: int, input_url: str, rows: int) -> dict[str, Any]:
+        """This rank's report, read by the merge."""
+        return {
+            "rank": rank, "world_size": world_size, "input": input_url, "codec": self.codec.describe(),
+            "rows": rows, "speakers": sorted(self.speakers), "f0_stats": self.f0.totals,
+            "buckets": {k: {"samples": v.samples, "seconds": round(v.seconds, 3)}
+                        for k, v in self.writer.stats.items()},
+            "quarantine": [r.to_dict() for r in self.rejected],
+        }
 
 
 def _mfa_pass(jobs: list[Utterance], source: Store, pre: Any, workers: int) -> dict[str, Any]:
@@ -232,23 +294,16 @@ def merge(run_store: Store, world_size: int) -> Report:
     files = {key: run_store.sha256(key) for key in run_store.list(DATA_PREFIX)
              if not key.startswith(f"{RANKS_PREFIX}/") and key != f"{DATA_PREFIX}/manifest.json"}
     main = {k: v for k, v in buckets.items() if not k.startswith("phase4/")}
-    totals: dict[str, list] = {}
+    f0 = F0Stats()
     for m in markers:
-        for spk, (total, squares, count) in m.get("f0_stats", {}).items():
-            acc = totals.setdefault(spk, [0.0, 0.0, 0])
-            acc[0], acc[1], acc[2] = acc[0] + total, acc[1] + squares, acc[2] + count
-    f0_by_speaker = {
-        spk: {"mean_hz": round(t / n, 2), "std_hz": round(float(np.sqrt(max(sq / n - (t / n) ** 2, 0.0))), 2),
-              "voiced_frames": n}
-        for spk, (t, sq, n) in sorted(totals.items()) if n
-    }
+        f0.merge(m.get("f0_stats", {}))
     manifest = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "input": markers[0]["input"],
         "codec": markers[0]["codec"],
         "world_size": world_size,
         "speakers": sorted({s for m in markers for s in m["speakers"]}),
-        "f0_by_speaker": f0_by_speaker,
+        "f0_by_speaker": f0.by_speaker(),
         "buckets": dict(sorted(buckets.items())),
         "totals": {
             "rows": sum(m["rows"] for m in markers),

@@ -22,7 +22,7 @@ import numpy as np
 
 from infra.storage import Store
 from preprocess.pipeline import QUARANTINE
-from preprocess.shards import DATA_PREFIX, read_data_manifest
+from preprocess.shards import DATA_PREFIX, ShardSample, read_data_manifest
 
 REPORT = "report.html"
 CONTOUR_POINTS = 10
@@ -37,7 +37,7 @@ EXPECTED_SHAPES = {
 }
 
 
-def _samples(run: Store, manifest: dict[str, Any], cache: Path) -> list[dict[str, Any]]:
+def _samples(run: Store, manifest: dict[str, Any], cache: Path) -> list[ShardSample]:
     from streaming import StreamingDataset
 
     out = []
@@ -46,23 +46,23 @@ def _samples(run: Store, manifest: dict[str, Any], cache: Path) -> list[dict[str
             continue  # the same utterances again, per speaker
         with run.library_env():
             ds = StreamingDataset(remote=run.uri(f"{DATA_PREFIX}/{key}"), local=str(cache / key), batch_size=1)
-            out += [ds[i] for i in range(len(ds))]
+            out += [ShardSample.from_columns(ds[i]) for i in range(len(ds))]
     return out
 
 
-def particle_contours(samples: list[dict[str, Any]], f0_mean: dict[str, float]) -> dict[str, np.ndarray]:
+def particle_contours(samples: list[ShardSample], f0_mean: dict[str, float]) -> dict[str, np.ndarray]:
     """Mean F0 contour (semitones from the speaker's mean) of each particle, CONTOUR_POINTS long."""
     contours: dict[str, list[np.ndarray]] = defaultdict(list)
     for s in samples:
-        f0 = np.asarray(s["f0_hz"], dtype=np.float64)
-        for word, (start, end) in zip(s["words"], s["word_times"], strict=True):
+        f0 = np.asarray(s.f0_hz, dtype=np.float64)
+        for word, (start, end) in zip(s.words, s.word_times, strict=True):
             if word.get("lang") != "particle" or not word.get("particle"):
                 continue
             frames = f0[int(start * 12.5) : int(np.ceil(end * 12.5))]
             voiced = frames[frames > 0]
-            if voiced.size < 2 or s["speaker_id"] not in f0_mean:
+            if voiced.size < 2 or s.speaker_id not in f0_mean:
                 continue
-            semitones = 12 * np.log2(voiced / f0_mean[s["speaker_id"]])
+            semitones = 12 * np.log2(voiced / f0_mean[s.speaker_id])
             grid = np.linspace(0, 1, CONTOUR_POINTS)
             contours[word["particle"]].append(np.interp(grid, np.linspace(0, 1, voiced.size), semitones))
     return {p: np.mean(c, axis=0) for p, c in contours.items()}
@@ -92,15 +92,15 @@ def build_report(run: Store, cache_dir: Path) -> str:
     figures: list[tuple[str, str]] = []
 
     fig, ax = plt.subplots(figsize=(6, 3))
-    ax.hist([s["duration_s"] for s in samples], bins=30, color="#4477aa")
+    ax.hist([s.duration_s for s in samples], bins=30, color="#4477aa")
     ax.set(xlabel="seconds", ylabel="utterances", title="Utterance durations")
     figures.append(("Durations", _png(fig)))
 
     hours_spk: Counter = Counter()
     hours_phase: Counter = Counter()
     for s in samples:
-        hours_spk[s["speaker_id"]] += s["duration_s"] / 3600
-        hours_phase[f"phase {s['phase']}"] += s["duration_s"] / 3600
+        hours_spk[s.speaker_id] += s.duration_s / 3600
+        hours_phase[f"phase {s.phase}"] += s.duration_s / 3600
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
     axes[0].bar(list(hours_spk), [v * 60 for v in hours_spk.values()], color="#66aa55")
     axes[0].set(ylabel="minutes", title="Audio per speaker")
@@ -108,8 +108,8 @@ def build_report(run: Store, cache_dir: Path) -> str:
     axes[1].set(ylabel="minutes", title="Audio per phase")
     figures.append(("Hours per speaker and phase", _png(fig)))
 
-    langs = Counter(w["lang"] for s in samples for w in s["words"])
-    particles = Counter(w["particle"] for s in samples for w in s["words"] if w.get("particle"))
+    langs = Counter(w["lang"] for s in samples for w in s.words)
+    particles = Counter(w["particle"] for s in samples for w in s.words if w.get("particle"))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
     axes[0].bar(list(langs), list(langs.values()), color="#ddaa33")
     axes[0].set(ylabel="words", title="Language mix (words)")
@@ -121,8 +121,8 @@ def build_report(run: Store, cache_dir: Path) -> str:
 
     f0_by_speaker: dict[str, list[float]] = defaultdict(list)
     for s in samples:
-        f0 = np.asarray(s["f0_hz"])
-        f0_by_speaker[s["speaker_id"]] += f0[f0 > 0].tolist()
+        f0 = np.asarray(s.f0_hz)
+        f0_by_speaker[s.speaker_id] += f0[f0 > 0].tolist()
     fig, ax = plt.subplots(figsize=(6, 3))
     for spk, values in sorted(f0_by_speaker.items()):
         ax.hist(values, bins=40, alpha=0.6, label=spk)

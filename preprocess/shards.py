@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -28,26 +28,53 @@ from infra.storage import Store
 
 DATA_PREFIX = "data"
 SPLITS = ("train", "val", "test")
-# Every sample carries these; the trainer relies on the names and types.
-COLUMNS = {
-    "id": "str",
-    "speaker_id": "str",
-    "text": "str",
-    "normalized": "str",
-    "words": "json",  # [{"text", "lang", "particle"}]
-    "switches": "json",  # word indices where the language changes
-    "phase": "int",
-    "split": "str",
-    "duration_s": "float64",
-    "codes": "ndarray:int16",  # (frames, codebooks) Mimi codes
-    "frame_weights": "ndarray:float32",  # (frames,) base loss weight per frame
-    "particle_mask": "ndarray:uint8",  # (frames,) 1 inside a particle word
-    "switch_mask": "ndarray:uint8",  # (frames,) 1 within the margin of a language switch
-    "f0_hz": "ndarray:float32",  # (frames,) pyworld F0, 0 where unvoiced
-    "energy_db": "ndarray:float32",  # (frames,)
-    "word_times": "json",  # [[start_s, end_s], ...] per word, on the cleaned audio's clock
-    "aligner": "str",  # which aligner produced word_times
-}
+
+
+def _column(kind: str) -> Any:
+    return field(metadata={"mds": kind})
+
+
+@dataclass(frozen=True)
+class ShardSample:
+    """One training sample, as the shards hold it. The fields are the MDS columns (their encodings
+    in the metadata): the shard writer and every reader go through this one schema."""
+
+    id: str = _column("str")
+    speaker_id: str = _column("str")
+    text: str = _column("str")
+    normalized: str = _column("str")
+    words: list[dict[str, Any]] = _column("json")  # [{"text", "lang", "particle"}]
+    switches: list[int] = _column("json")  # word indices where the language changes
+    phase: int = _column("int")
+    split: str = _column("str")
+    duration_s: float = _column("float64")
+    codes: np.ndarray = _column("ndarray:int16")  # (frames, codebooks) Mimi codes
+    particle_mask: np.ndarray = _column("ndarray:uint8")  # (frames,) 1 inside a particle word
+    switch_mask: np.ndarray = _column("ndarray:uint8")  # (frames,) 1 within the margin of a language switch
+    f0_hz: np.ndarray = _column("ndarray:float32")  # (frames,) pyworld F0, 0 where unvoiced
+    energy_db: np.ndarray = _column("ndarray:float32")  # (frames,)
+    word_times: list[list[float]] = _column("json")  # [[start_s, end_s], ...] per word, cleaned audio's clock
+    aligner: str = _column("str")  # which aligner produced word_times
+
+    @property
+    def frames(self) -> int:
+        return int(self.codes.shape[0])
+
+    def to_columns(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_columns(cls, row: dict[str, Any]) -> ShardSample:
+        """A sample read back from a shard (columns written by older versions are ignored)."""
+        return cls(**{f.name: _owned(row[f.name]) for f in fields(cls)})
+
+
+def _owned(value: Any) -> Any:
+    # StreamingDataset can hand out read-only views into its shard cache, which is deleted on close.
+    return np.array(value) if isinstance(value, np.ndarray) else value
+
+
+COLUMNS = {f.name: f.metadata["mds"] for f in fields(ShardSample)}
 
 
 def split_of(utt_id: str) -> str:
@@ -81,19 +108,20 @@ class ShardWriter:
         self._writers: dict[str, Any] = {}
         self.stats: dict[str, BucketStats] = {}
 
-    def write(self, sample: dict[str, Any]) -> None:
+    def write(self, sample: ShardSample) -> None:
         from streaming import MDSWriter
 
-        for key in bucket_keys(sample["phase"], sample["speaker_id"], sample["split"]):
+        columns = sample.to_columns()
+        for key in bucket_keys(sample.phase, sample.speaker_id, sample.split):
             writer = self._writers.get(key)
             if writer is None:
                 writer = MDSWriter(out=self.run.uri(f"{DATA_PREFIX}/{key}/{rank_dir(self.rank)}"), columns=COLUMNS,
                                    size_limit=self.size_limit, progress_bar=False, exist_ok=True)
                 self._writers[key] = writer
                 self.stats[key] = BucketStats()
-            writer.write(sample)
+            writer.write(columns)
             self.stats[key].samples += 1
-            self.stats[key].seconds += float(sample["duration_s"])
+            self.stats[key].seconds += sample.duration_s
 
     def close(self) -> None:
         for writer in self._writers.values():
@@ -112,22 +140,21 @@ def shard_writer(run: Store, rank: int = 0) -> Iterator[ShardWriter]:
 
 
 def make_sample(*, utt_id: str, speaker_id: str, text: str, analysis: dict[str, Any], split: str,
-                duration_s: float, codes: np.ndarray, extras: dict[str, Any]) -> dict[str, Any]:
+                duration_s: float, codes: np.ndarray, extras: dict[str, Any]) -> ShardSample:
     """One shard sample; `extras` holds the per-frame masks and features and the word timings."""
-    return {
-        "id": utt_id,
-        "speaker_id": speaker_id,
-        "text": text,
-        "normalized": analysis["normalized"],
-        "words": analysis["words"],
-        "switches": analysis["switches"],
-        "phase": int(analysis["phase"]),
-        "split": split,
-        "duration_s": float(duration_s),
-        "codes": np.ascontiguousarray(codes, dtype=np.int16),
-        "frame_weights": np.ones(codes.shape[0], dtype=np.float32),
+    return ShardSample(
+        id=utt_id,
+        speaker_id=speaker_id,
+        text=text,
+        normalized=analysis["normalized"],
+        words=analysis["words"],
+        switches=analysis["switches"],
+        phase=int(analysis["phase"]),
+        split=split,
+        duration_s=float(duration_s),
+        codes=np.ascontiguousarray(codes, dtype=np.int16),
         **extras,
-    }
+    )
 
 
 def dataset_prefix(phase: int, split: str, speaker_id: str | None = None) -> str:

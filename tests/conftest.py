@@ -96,6 +96,23 @@ def subprocess_env(settings, **extra: str) -> dict[str, str]:
 PYTHON = sys.executable
 
 
+def shard_sample(i: int, frames: int, speaker: str = "s", normalized: str = "Okay lah", codebooks: int = 8,
+                 **fields):
+    """A training sample with random codes (seeded by `i`) and empty masks; `fields` override."""
+    import numpy as np
+
+    from preprocess.shards import ShardSample
+
+    rng = np.random.default_rng(i)
+    zeros = np.zeros(frames, np.uint8)
+    base = {"id": f"u{i}", "speaker_id": speaker, "text": normalized, "normalized": normalized, "words": [],
+            "switches": [], "phase": 1, "split": "train", "duration_s": frames / 12.5,
+            "codes": rng.integers(0, 64, (frames, codebooks)).astype(np.int16), "particle_mask": zeros,
+            "switch_mask": zeros, "f0_hz": np.zeros(frames, np.float32), "energy_db": np.zeros(frames, np.float32),
+            "word_times": [], "aligner": "manifest"}
+    return ShardSample(**{**base, **fields})
+
+
 def small_corpus(dest: Path, ids: list[str]) -> Path:
     """A copy of some sample-corpus rows (and their audio) in `dest`."""
     import json

@@ -9,15 +9,9 @@ import pytest
 
 from infra.storage import Store
 from tests.conftest import copy_store
+from tests.conftest import shard_sample as sample
 from trainer.data import ShardStream, bucket
 from trainer.loss import IGNORE, build_batch, frame_weights, weighted_csm_loss
-
-
-def sample(i, frames, speaker="s", **extra):
-    rng = np.random.default_rng(i)
-    return {"id": f"u{i}", "speaker_id": speaker, "normalized": "Okay lah",
-            "codes": rng.integers(0, 64, (frames, 8)).astype(np.int16),
-            "frame_weights": np.ones(frames, np.float32), **extra}
 
 
 def test_masks_become_phase_weights():
@@ -45,13 +39,13 @@ def test_context_turn_frames_are_inputs_but_never_targets(tiny):
 def test_buckets_group_similar_lengths_under_a_frame_budget():
     samples = [sample(i, n) for i, n in enumerate([40, 5, 38, 7, 6, 41, 39, 4])]
     batches = bucket(samples, batch_size=4, frame_budget=120, rng=random.Random(0))
-    assert sorted(len(s["codes"]) for b in batches for s in b) == sorted(len(s["codes"]) for s in samples)
+    assert sorted(s.frames for b in batches for s in b) == sorted(s.frames for s in samples)
     for b in batches:
-        lengths = [len(s["codes"]) for s in b]
+        lengths = [s.frames for s in b]
         assert len(b) * max(lengths) <= 120 or len(b) == 1
         assert max(lengths) - min(lengths) <= 3  # short with short, long with long
-    padded = sum(len(b) * max(len(s["codes"]) for s in b) for b in batches)
-    naive = sum(4 * max(len(s["codes"]) for s in samples[i : i + 4]) for i in range(0, 8, 4))
+    padded = sum(len(b) * max(s.frames for s in b) for b in batches)
+    naive = sum(4 * max(s.frames for s in samples[i : i + 4]) for i in range(0, 8, 4))
     assert padded < naive
 
 
@@ -65,7 +59,7 @@ def test_replay_mixes_earlier_phases_into_the_stream(run_store, tmp_path):
                          tmp_path / "cache")
     try:
         batches = stream.batches()
-        ids = [s["id"] for _ in range(10) for s in next(batches)]
+        ids = [s.id for _ in range(10) for s in next(batches)]
     finally:
         stream.close()
     replayed = sum(i.startswith(("ms_", "en_", "zh_")) for i in ids)
@@ -78,18 +72,18 @@ def test_the_stream_resumes_mid_window_with_the_same_batches(run_store, tmp_path
 
     reference = open_stream()
     it = reference.batches()
-    expected = [[s["id"] for s in next(it)] for _ in range(8)]
+    expected = [[s.id for s in next(it)] for _ in range(8)]
     reference.close()
 
     first = open_stream()
     it = first.batches()
-    seen = [[s["id"] for s in next(it)] for _ in range(4)]  # stops inside the second window
+    seen = [[s.id for s in next(it)] for _ in range(4)]  # stops inside the second window
     state = first.state_dict()
     first.close()
     second = open_stream()
     second.load_state_dict(state)
     it = second.batches()
-    seen += [[s["id"] for s in next(it)] for _ in range(4)]
+    seen += [[s.id for s in next(it)] for _ in range(4)]
     second.close()
     assert seen == expected
 
@@ -110,5 +104,5 @@ def test_phase_weights_reach_the_particle_frames_of_real_shards(run_store, tmp_p
                         {"speaker_01": 0, "speaker_02": 1}, particle_weight=2.0)
     weights = batch.frame_weights[batch.frame_weights > 0]
     assert set(weights.unique().tolist()) == {1.0, 2.0}
-    expected = sum(int(np.asarray(s["particle_mask"]).sum()) for s in samples)
+    expected = sum(int(s.particle_mask.sum()) for s in samples)
     assert int((batch.frame_weights == 2.0).sum()) == expected

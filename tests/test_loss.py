@@ -5,17 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tests.conftest import shard_sample
 from trainer.loss import build_batch, embed, weighted_csm_loss
 
 
-def samples(frames=(5, 9, 7), weights=None, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for i, n in enumerate(frames):
-        w = np.ones(n, np.float32) if weights is None else np.asarray(weights[i], np.float32)
-        out.append({"id": f"u{i}", "speaker_id": "s", "normalized": "Saya nak go lah",
-                    "codes": rng.integers(0, 64, (n, 8)).astype(np.int16), "frame_weights": w})
-    return out
+def samples(frames=(5, 9, 7)):
+    return [shard_sample(i, n, normalized="Saya nak go lah") for i, n in enumerate(frames)]
 
 
 def test_unit_weights_equal_transformers_own_csm_loss(tiny):
@@ -37,10 +32,10 @@ def _grad(model, batch):
 def test_a_frame_with_weight_zero_does_not_affect_the_gradient(tiny):
     model, tok = tiny
     base = samples(frames=(6,))
-    masked = samples(frames=(6,), weights=[np.array([1, 1, 0, 1, 1, 1], np.float32)])
-    g_masked = _grad(model, build_batch(masked, tok, model.config, {"s": 0}))
+    mask = [np.array([1, 1, 0, 1, 1, 1], np.float32)]
+    g_masked = _grad(model, build_batch(base, tok, model.config, {"s": 0}, weights=mask))
     # Same inputs, different target codes for the weight-0 frame only: the gradient must not move.
-    relabelled = build_batch(masked, tok, model.config, {"s": 0})
+    relabelled = build_batch(base, tok, model.config, {"s": 0}, weights=mask)
     pos = int(relabelled.audio_mask[0].nonzero()[2])
     relabelled.labels[0, pos] = (relabelled.labels[0, pos] + 1) % 64
     g_relabelled = _grad(model, relabelled)
@@ -52,9 +47,9 @@ def test_weight_two_doubles_a_frames_contribution(tiny):
     model, tok = tiny
     one_hot = np.zeros(6, np.float32)
     one_hot[3] = 1.0
-    g1 = _grad(model, build_batch(samples((6,), [one_hot]), tok, model.config, {"s": 0}))
-    g2 = _grad(model, build_batch(samples((6,), [2 * one_hot]), tok, model.config, {"s": 0}))
-    g0 = _grad(model, build_batch(samples((6,), [0 * one_hot]), tok, model.config, {"s": 0}))
+    g1 = _grad(model, build_batch(samples((6,)), tok, model.config, {"s": 0}, weights=[one_hot]))
+    g2 = _grad(model, build_batch(samples((6,)), tok, model.config, {"s": 0}, weights=[2 * one_hot]))
+    g0 = _grad(model, build_batch(samples((6,)), tok, model.config, {"s": 0}, weights=[0 * one_hot]))
     # The EOS frame keeps weight 1 in all three; subtract its share.
     torch.testing.assert_close(g2 - g0, 2 * (g1 - g0), rtol=1e-4, atol=1e-6)
 

@@ -13,7 +13,7 @@ import soundfile as sf
 from infra.storage import Store
 from preprocess.manifest import read_manifest
 from preprocess.pipeline import input_store, run
-from preprocess.shards import COLUMNS, split_of
+from preprocess.shards import COLUMNS, ShardSample, split_of
 from tests.conftest import SAMPLE, copy_store, small_corpus
 
 
@@ -37,21 +37,22 @@ def test_sample_corpus_becomes_shards_for_every_phase_and_speaker(preprocessed_s
         assert run_store.sha256(key) == digest
 
 
-def test_shard_samples_carry_codes_tags_and_weights(preprocessed_store, tmp_path):
+def test_shard_samples_carry_codes_tags_and_masks(preprocessed_store, tmp_path):
     from streaming import StreamingDataset
 
     run_store = Store(preprocessed_store).child("runs/shared")
     ds = StreamingDataset(remote=run_store.uri("data/phase3/train"), local=str(tmp_path / "c"), batch_size=1)
-    sample = ds[0]
-    assert set(COLUMNS) <= set(sample)
-    assert sample["phase"] == 3 and any(w["lang"] == "particle" for w in sample["words"])
-    frames = sample["codes"].shape[0]
-    assert abs(frames - sample["duration_s"] * 12.5) <= 2
-    assert sample["frame_weights"].shape == (frames,) and np.all(sample["frame_weights"] == 1.0)
+    assert set(ds[0]) == set(COLUMNS)  # the shards hold exactly the record's columns
+    sample = ShardSample.from_columns(ds[0])
+    assert sample.phase == 3 and any(w["lang"] == "particle" for w in sample.words)
+    frames = sample.frames
+    assert abs(frames - sample.duration_s * 12.5) <= 2
+    for mask in (sample.particle_mask, sample.switch_mask, sample.f0_hz, sample.energy_db):
+        assert mask.shape == (frames,)
     # The bundled corpus carries true word timings: particle frames are where the particle was said.
-    assert sample["aligner"] == "manifest" and len(sample["word_times"]) == len(sample["words"])
-    particle_words = [t for w, t in zip(sample["words"], sample["word_times"], strict=True) if w["lang"] == "particle"]
-    marked = np.flatnonzero(sample["particle_mask"]) / 12.5
+    assert sample.aligner == "manifest" and len(sample.word_times) == len(sample.words)
+    particle_words = [t for w, t in zip(sample.words, sample.word_times, strict=True) if w["lang"] == "particle"]
+    marked = np.flatnonzero(sample.particle_mask) / 12.5
     assert marked.size and all(any(s - 0.08 <= f <= e for s, e in particle_words) for f in marked)
     assert sample["f0_hz"].shape == (frames,) and (sample["f0_hz"] > 0).mean() > 0.3
     assert sample["split"] == split_of(sample["id"]) == "train"
@@ -205,9 +206,42 @@ def test_rows_without_timings_are_aligned_and_say_by_what(tmp_path, make_setting
     assert all(ds[i]["particle_mask"].sum() > 0 for i in range(len(ds)))
 
 
-@pytest.mark.parametrize("delay_s", [3.0, 6.0])
-def test_killed_preprocessing_run_again_ends_with_every_sample_once(tmp_path, make_settings, delay_s):
+def kill_at_progress(cmd: list[str], env: dict[str, str], done: int) -> list[str]:
+    """Run `cmd` with its progress bar on and SIGKILL it once the bar shows `done` rows finished, or
+    (`done=0`) as soon as its worker processes exist, while they are still starting; their pids."""
+    import re
     import signal
+    import subprocess
+    import time
+
+    def workers() -> list[str]:
+        return subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "multiprocessing.spawn"], capture_output=True,
+                              text=True).stdout.split()
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if done == 0:
+        while proc.poll() is None and not workers():
+            time.sleep(0.01)
+    else:
+        seen = b""
+        while proc.poll() is None:
+            chunk = proc.stderr.read1(4096)
+            if not chunk:
+                break
+            seen = (seen + chunk)[-4096:]
+            counts = re.findall(rb"(\d+)/\d+ \[", seen)
+            if counts and int(counts[-1]) >= done:
+                break
+    pids = workers()
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert pids, "no worker processes were seen"
+    return pids
+
+
+@pytest.mark.parametrize("done", [0, 40])
+def test_killed_preprocessing_run_again_ends_with_every_sample_once(tmp_path, make_settings, done):
     import subprocess
     import time
 
@@ -217,15 +251,10 @@ def test_killed_preprocessing_run_again_ends_with_every_sample_once(tmp_path, ma
 
     settings = make_settings()
     env = subprocess_env(settings)
+    workers = kill_at_progress([PYTHON, "-m", "preprocess", "run"], env, done)
     cmd = [PYTHON, "-m", "preprocess", "run", "--no-progress"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(delay_s)
-    workers = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "multiprocessing.spawn"], capture_output=True,
-                             text=True).stdout.split()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     # Its worker processes die with it (they would otherwise linger, reparented, holding memory).
-    deadline = time.monotonic() + 60  # a worker still importing when killed exits once it has started
+    deadline = time.monotonic() + 600  # a hang guard: a worker still importing exits once it has started
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]

@@ -17,6 +17,7 @@ import pytest
 
 from infra.storage import Store
 from tests.conftest import PYTHON, copy_store, subprocess_env
+from tests.supervisor import Preemption, Supervisor
 from trainer import exit_codes
 from trainer.checkpoint import Checkpoints
 
@@ -57,13 +58,13 @@ def checkpoints(settings) -> list[int]:
     return Checkpoints(Store.for_run(settings), "phase1", 3).steps()
 
 
-def wait_for_checkpoint(settings, step: int, proc: subprocess.Popen, timeout_s: float = 180) -> None:
+def wait_for_checkpoint(settings, step: int, proc: subprocess.Popen, timeout_s: float = 900) -> None:
     key = f"checkpoints/phase1/step_{step:06d}/manifest.json"
     run = Store.for_run(settings)
     deadline = time.monotonic() + timeout_s
     while not run.exists(key):
         assert proc.poll() is None, f"trainer exited early: {proc.returncode}"
-        assert time.monotonic() < deadline, "no checkpoint in time"
+        assert time.monotonic() < deadline, "no checkpoint: the trainer hangs"
         time.sleep(0.005)
 
 
@@ -81,15 +82,12 @@ def resume_and_compare(settings, reference: bytes) -> str:
 
 def kill_trial(settings, reference: bytes, seed: int) -> None:
     rng = random.Random(seed)
-    target = rng.randrange(1, STEPS // EVERY - 1) * EVERY
-    proc = subprocess.Popen(train_cmd(), env=subprocess_env(settings), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    wait_for_checkpoint(settings, target, proc)
-    time.sleep(rng.uniform(0, 0.15))  # somewhere inside the next interval
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, "the trainer finished before it could be killed"
-    trained = last_logged_step(err)
+    # A random step, anywhere in a checkpoint interval, with intervals left to run after it.
+    target = rng.randrange(EVERY, STEPS - 2 * EVERY)
+    killed = Supervisor(train_cmd(), subprocess_env(settings), exit_codes.RETRYABLE).attempt(
+        Preemption(target, "SIGKILL"))
+    assert killed.returncode == -signal.SIGKILL, "the trainer finished before it could be killed"
+    trained = last_logged_step(killed.stderr)
     resumed_from = checkpoints(settings)[-1]
     assert trained >= target
     assert trained - resumed_from <= EVERY, (trained, resumed_from)  # lost at most one interval

@@ -21,26 +21,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from infra.storage import Store
+from preprocess.shards import ShardSample
 
 
-def _collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
+def _collate(samples: list[dict[str, Any]]) -> dict[str, list[ShardSample]]:
     # A dict of columns: StreamingDataLoader counts samples by the length of the first value.
-    return {"samples": samples}
+    return {"samples": [ShardSample.from_columns(s) for s in samples]}
 
 
-def bucket(samples: list[dict[str, Any]], batch_size: int, frame_budget: int | None,
-           rng: random.Random) -> list[list[dict[str, Any]]]:
+def bucket(samples: list[ShardSample], batch_size: int, frame_budget: int | None,
+           rng: random.Random) -> list[list[ShardSample]]:
     """Sort by length, cut into batches of <= batch_size samples whose padded size (samples x longest)
     fits `frame_budget` (a longer single sample still forms its own batch); shuffle batch order."""
-    ordered = sorted(samples, key=lambda s: (len(s["codes"]), s["id"]))
-    batches: list[list[dict[str, Any]]] = []
-    current: list[dict[str, Any]] = []
+    ordered = sorted(samples, key=lambda s: (s.frames, s.id))
+    batches: list[list[ShardSample]] = []
+    current: list[ShardSample] = []
     for sample in ordered:
-        frames = len(sample["codes"])
+        frames = sample.frames
         too_many = len(current) >= batch_size
         too_long = frame_budget is not None and current and (len(current) + 1) * frames > frame_budget
         if current and (too_many or too_long):
@@ -96,12 +96,12 @@ class ShardStream:
         self._used = 0
         self._skip = 0
 
-    def _raw(self) -> Iterator[list[dict[str, Any]]]:
+    def _raw(self) -> Iterator[list[ShardSample]]:
         while True:
             for batch in self.loader:
                 yield batch["samples"]
 
-    def batches(self) -> Iterator[list[dict[str, Any]]]:
+    def batches(self) -> Iterator[list[ShardSample]]:
         raw = self._raw()
         with self._run.library_env():
             while True:
@@ -130,7 +130,7 @@ class ShardStream:
         shutil.rmtree(self._local, ignore_errors=True)
 
 
-def first_samples(run: Store, prefix: str, count: int, cache_dir: Path) -> list[dict[str, Any]]:
+def first_samples(run: Store, prefix: str, count: int, cache_dir: Path) -> list[ShardSample]:
     """The first `count` samples of a dataset, in order (for validation)."""
     from streaming import StreamingDataset
 
@@ -140,10 +140,6 @@ def first_samples(run: Store, prefix: str, count: int, cache_dir: Path) -> list[
     try:
         with run.library_env():
             dataset = StreamingDataset(remote=run.uri(prefix), local=local, shuffle=False, batch_size=1)
-            out = []
-            for i in range(min(count, len(dataset))):
-                sample = dataset[i]
-                out.append({k: (np.array(v) if isinstance(v, np.ndarray) else v) for k, v in sample.items()})
-            return out
+            return [ShardSample.from_columns(dataset[i]) for i in range(min(count, len(dataset)))]
     finally:
         shutil.rmtree(local, ignore_errors=True)

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from preprocess.shards import ShardSample
+
 IGNORE = -100
 
 
@@ -41,13 +43,12 @@ class Batch:
         return Batch(**moved)
 
 
-def frame_weights(sample: dict[str, Any], particle_weight: float = 1.0, switch_weight: float = 1.0) -> np.ndarray:
-    """Loss weight per frame: the sample's base weights times the emphasis of its masked frames
-    (`particle_mask`: frames inside a particle word; `switch_mask`: frames near a language switch)."""
-    weights = np.array(sample["frame_weights"], dtype=np.float32)
-    for key, factor in (("particle_mask", particle_weight), ("switch_mask", switch_weight)):
-        mask = sample.get(key)
-        if mask is not None and factor != 1.0:
+def frame_weights(sample: ShardSample, particle_weight: float = 1.0, switch_weight: float = 1.0) -> np.ndarray:
+    """Loss weight per frame: 1, times the emphasis of masked frames (`particle_mask`: frames inside
+    a particle word; `switch_mask`: frames near a language switch)."""
+    weights = np.ones(sample.frames, dtype=np.float32)
+    for mask, factor in ((sample.particle_mask, particle_weight), (sample.switch_mask, switch_weight)):
+        if factor != 1.0:
             weights *= 1.0 + (factor - 1.0) * np.asarray(mask, dtype=np.float32)
     return weights
 
@@ -57,30 +58,33 @@ def turn_ids(tokenizer: Any, config: Any, speaker: int, text: str) -> list[int]:
     return [config.bos_token_id, *text_ids, tokenizer.convert_tokens_to_ids(tokenizer.eos_token)]
 
 
-def _codes(sample: dict[str, Any], K: int) -> torch.Tensor:
-    codes = torch.tensor(np.asarray(sample["codes"]), dtype=torch.long)
+def _codes(sample: ShardSample, K: int) -> torch.Tensor:
+    codes = torch.tensor(np.asarray(sample.codes), dtype=torch.long)
     if codes.ndim != 2 or codes.shape[1] < K:
-        raise ValueError(f"sample {sample['id']}: codes shape {tuple(codes.shape)} has fewer than {K} codebooks")
+        raise ValueError(f"sample {sample.id}: codes shape {tuple(codes.shape)} has fewer than {K} codebooks")
     return codes[:, :K]
 
 
-def build_batch(samples: list[dict[str, Any]], tokenizer: Any, config: Any, speaker_index: dict[str, int],
+def build_batch(samples: list[ShardSample], tokenizer: Any, config: Any, speaker_index: dict[str, int],
                 particle_weight: float = 1.0, switch_weight: float = 1.0,
-                contexts: list[dict[str, Any] | None] | None = None) -> Batch:
+                contexts: list[ShardSample | None] | None = None,
+                weights: list[np.ndarray] | None = None) -> Batch:
     """Samples from the shards -> model inputs. Each row is CSM's conversation format:
     an optional context turn (a reference clip of the same speaker: its text and audio, never
     trained on), then the target turn `<|begin_of_text|>[speaker]text<|end_of_text|>`, its audio
-    frames and `<|audio_eos|>`. Only the target turn's frames (and its EOS frame) are targets."""
+    frames and `<|audio_eos|>`. Only the target turn's frames (and its EOS frame) are targets.
+    `weights`: per-frame loss weights to use instead of the emphasis from the masks."""
     K = config.num_codebooks
     contexts = contexts or [None] * len(samples)
     rows = []
-    for sample, context in zip(samples, contexts, strict=True):
-        speaker = speaker_index[sample["speaker_id"]]
+    for i, (sample, context) in enumerate(zip(samples, contexts, strict=True)):
+        speaker = speaker_index[sample.speaker_id]
         segments = []  # (prompt ids, codes, weights or None for context)
         if context is not None:
-            segments.append((turn_ids(tokenizer, config, speaker, context["normalized"]), _codes(context, K), None))
-        weights = torch.from_numpy(frame_weights(sample, particle_weight, switch_weight))
-        segments.append((turn_ids(tokenizer, config, speaker, sample["normalized"]), _codes(sample, K), weights))
+            segments.append((turn_ids(tokenizer, config, speaker, context.normalized), _codes(context, K), None))
+        own = frame_weights(sample, particle_weight, switch_weight) if weights is None else weights[i]
+        segments.append((turn_ids(tokenizer, config, speaker, sample.normalized), _codes(sample, K),
+                         torch.from_numpy(np.asarray(own, dtype=np.float32))))
         rows.append(segments)
 
     T = max(sum(len(p) + c.shape[0] + 1 for p, c, _ in segs) for segs in rows)

@@ -25,14 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from infra.settings import Settings
 from infra.storage import Store
-from preprocess.shards import dataset_prefix, read_data_manifest
+from preprocess.shards import ShardSample, dataset_prefix, read_data_manifest
 from trainer import exit_codes
 from trainer.budget import BudgetGuard, read_ledger
-from trainer.checkpoint import Checkpoints, fetch_adapter, publish_adapter
+from trainer.checkpoint import Checkpoints, Restored, fetch_adapter, publish_adapter
 from trainer.data import ShardStream, first_samples
 from trainer.fence import Fence, Fenced
 from trainer.logger import RunLogger
@@ -45,6 +44,7 @@ from trainer.model import (
     make_optimizer,
     trainable_parameters,
 )
+from trainer.monitor import Monitor, StepResult
 from trainer.preemption import NoticePoller, StopRequest
 
 log = logging.getLogger(__name__)
@@ -82,88 +82,130 @@ class PhaseTrainer:
         self.started_at = started_at  # process start: model loading is paid for too
         self.scope = f"phase{phase}" + (f"/{speaker}" if speaker else "")
         self.step = 0
-        self.losses: list[float] = []  # total loss of each step this process ran
         self.stop = StopRequest()
         self.adapter_uri: str | None = None
+        self.monitor: Monitor | None = None
+
+    @property
+    def losses(self) -> list[torch.Tensor]:
+        """The total loss of each step this process ran."""
+        return self.monitor.losses if self.monitor else []
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
-        s = self.settings
-        self.run = Store.for_run(s)
-        self.workdir = Path(tempfile.mkdtemp(prefix="suara-train-"))
-        data = read_data_manifest(self.run)
-        self.speaker_index = {spk: i for i, spk in enumerate(data["speakers"])}
-        if self.speaker is not None and self.speaker not in self.speaker_index:
-            raise ValueError(f"speaker {self.speaker!r} is not in the data (speakers: {data['speakers']})")
-        self.checkpoints = Checkpoints(self.run, self.scope, s.train.keep_last_checkpoints)
+        """Build the phase's objects in dependency order; each needs the ones before it.
 
-        _seed_everything(s.seed + self.phase)
+        1. the run: its data manifest, speakers and checkpoints (nothing written yet);
+        2. the RNGs seeded, then the weights to start from: the newest complete checkpoint, else the
+           previous phase's adapter (a fresh LoRA adapter draws its initial values from the torch
+           RNG, so seeding comes first);
+        3. the model with those weights, then its optimizer and LR schedule, then the data stream;
+        4. on resume, the saved optimizer, schedule, data position and RNG states (after 3 exists;
+           the RNGs last, so nothing built after them draws from them);
+        5. the fence, claimed after every read and before the first write;
+        6. the budget (it writes the ledger), the logger and the validation samples.
+        """
+        self._open_run()
+        restored, weights = self._starting_point()
+        self._build_model(weights)
+        self._build_optimizer()
+        self._build_data()
+        state = self._resume(restored)
+        self._claim_fence()
+        self._open_budget(state)
+        self.logger = RunLogger(self.settings, self.scope, state.get("wandb_run_id"))
+        self.validation = self._load_validation()
+
+    def _open_run(self) -> None:
+        self.run = Store.for_run(self.settings)
+        self.workdir = Path(tempfile.mkdtemp(prefix="suara-train-"))
+        self.data = read_data_manifest(self.run)
+        self.speaker_index = {spk: i for i, spk in enumerate(self.data["speakers"])}
+        if self.speaker is not None and self.speaker not in self.speaker_index:
+            raise ValueError(f"speaker {self.speaker!r} is not in the data (speakers: {self.data['speakers']})")
+        self.checkpoints = Checkpoints(self.run, self.scope, self.settings.train.keep_last_checkpoints)
+
+    def _starting_point(self) -> tuple[Restored | None, Path | None]:
+        """The checkpoint to resume (if any) and the weights to load: its own, the previous phase's
+        adapter, or none (phase 1 starts from the base with a fresh adapter)."""
+        _seed_everything(self.settings.seed + self.phase)
         restored = self.checkpoints.restore_latest(self.workdir)
         if restored is not None:
-            weights: Path | None = restored.directory / "weights"
             self._log_setting_changes(restored.state)
-        elif self.phase == 1:
-            weights = None
-        else:
-            weights = self.workdir / "previous"
-            previous = fetch_adapter(self.run, self.phase - 1, None, weights)
-            if previous.get("mode", "lora") != s.train.mode:
-                raise ValueError(f"phase {self.phase - 1} was trained in {previous.get('mode', 'lora')} mode but "
-                                 f"train.mode is {s.train.mode}; use one mode for every phase of a run")
-        self.model, self.tokenizer = load_trainable(s, weights)
-        check_codec_fits(self.model, data["codec"])
+            return restored, restored.directory / "weights"
+        if self.phase == 1:
+            return None, None
+        weights = self.workdir / "previous"
+        previous = fetch_adapter(self.run, self.phase - 1, None, weights)
+        mode = self.settings.train.mode
+        if previous.get("mode", "lora") != mode:
+            raise ValueError(f"phase {self.phase - 1} was trained in {previous.get('mode', 'lora')} mode but "
+                             f"train.mode is {mode}; use one mode for every phase of a run")
+        return None, weights
+
+    def _build_model(self, weights: Path | None) -> None:
+        self.model, self.tokenizer = load_trainable(self.settings, weights)
+        check_codec_fits(self.model, self.data["codec"])
         self.device = next(self.model.parameters()).device
         self.model.train()
+        self.params = trainable_parameters(self.model)
+        self.backend = backend(self.settings)
+        log.info("%s: %s backend, %s mode, %d trainable parameters", self.scope, self.backend,
+                 self.settings.train.mode, sum(p.numel() for p in self.params))
 
-        params = trainable_parameters(self.model)
-        self.optimizer = make_optimizer(s, params, self.plan.lr)
-        self.backend = backend(s)
-        log.info("%s: %s backend, %s mode, %d trainable parameters", self.scope, self.backend, s.train.mode,
-                 sum(p.numel() for p in params))
+    def _build_optimizer(self) -> None:
         from transformers import get_cosine_schedule_with_warmup
 
+        self.optimizer = make_optimizer(self.settings, self.params, self.plan.lr)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, self.warmup_steps, self.max_steps)
-        self.stream = ShardStream(self.run, self._streams(data), self.plan.batch_size, s.seed + self.phase,
+
+    def _build_data(self) -> None:
+        s = self.settings
+        self.stream = ShardStream(self.run, self._streams(), self.plan.batch_size, s.seed + self.phase,
                                   s.cache_dir / "streaming", window_batches=s.train.bucket_window_batches,
                                   frame_budget=s.train.frame_budget)
-        state: dict[str, Any] = {}
+
+    def _resume(self, restored: Restored | None) -> dict[str, Any]:
+        """Restore the training state saved with the checkpoint; its state.json (empty when fresh)."""
         if restored is not None:
-            state = restored.state
             training = torch.load(restored.directory / "training_state.pt", weights_only=True)
             self.optimizer.load_state_dict(training["optimizer"])
             self.scheduler.load_state_dict(training["scheduler"])
-            self.stream.load_state_dict(state["loader"])
+            self.stream.load_state_dict(restored.state["loader"])
             _set_rng_state(torch.load(restored.directory / "rng.pt", weights_only=False))
             self.step = restored.step
             log.info("resumed %s from step %d", self.scope, self.step)
         self._batches = self.stream.batches()
+        state = restored.state if restored is not None else {}
         self.seconds_per_step = state.get("seconds_per_step")
+        return state
 
+    def _claim_fence(self) -> None:
         # Only the newest instance may write; claim after reading, before any write.
         self.fence = Fence(self.run, self.scope)
         self.fence.claim()
+
+    def _open_budget(self, state: dict[str, Any]) -> None:
         ledger = read_ledger(self.run)
         self.budget = BudgetGuard(
-            settings=s.budget, scope=self.scope, phase_cap_usd=self.plan.max_cost_usd,
+            settings=self.settings.budget, scope=self.scope, phase_cap_usd=self.plan.max_cost_usd,
             spent_before=max(float(state.get("spent_usd", 0.0)), ledger.get(self.scope, 0.0)),
             spent_elsewhere=sum(v for k, v in ledger.items() if k != self.scope), clock=self.clock,
             started_at=self.started_at,
         )
         self.startup_s = self.budget.elapsed_s
         self.budget.write_ledger(self.run, self.step, self.startup_s)  # paid for even if killed next
-        self.logger = RunLogger(s, self.scope, state.get("wandb_run_id"))
-        self.validation = self._load_validation(data)
 
-    def _streams(self, data: dict[str, Any]) -> list[tuple[str, float]]:
+    def _streams(self) -> list[tuple[str, float]]:
         own = dataset_prefix(self.phase, "train", self.speaker)
         share = self.plan.replay_share
         earlier = [dataset_prefix(p, "train") for p in range(1, min(self.phase, 4))
-                   if f"phase{p}/train" in data["buckets"]] if self.phase in (2, 3) else []
+                   if f"phase{p}/train" in self.data["buckets"]] if self.phase in (2, 3) else []
         if share == 0 or not earlier:
             return [(own, 1.0)]
         return [(own, 1.0 - share)] + [(prefix, share / len(earlier)) for prefix in earlier]
 
-    def _load_validation(self, data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    def _load_validation(self) -> dict[str, list[ShardSample]]:
         if self.settings.logging.val_every == 0:
             return {}
         count = self.settings.logging.val_batches * self.plan.batch_size
@@ -179,6 +221,7 @@ class PhaseTrainer:
 
     # -- train ---------------------------------------------------------------------------------
     def train(self) -> int:
+        """Train to the phase's last step, or until stopped; an exit code (trainer/exit_codes.py)."""
         if self.step >= self.max_steps:
             log.info("%s already trained to step %d", self.scope, self.step)
             self.publish()
@@ -189,104 +232,109 @@ class PhaseTrainer:
             log.error("budget: %s; not starting", refusal)
             return exit_codes.BUDGET_EXHAUSTED
 
-        self.stop.install_signal_handlers()
-        poller = None
-        if self.settings.preemption.imds_url:
-            poller = NoticePoller(self.settings.preemption.imds_url, self.settings.preemption.imds_poll_s, self.stop)
-            poller.start()
-        bar = tqdm(total=self.max_steps, initial=self.step, desc=f"train {self.scope}", unit="step",
-                   disable=not self.progress)
+        self.monitor = Monitor(self.scope, self.step, self.max_steps, self.settings.train.log_every, self.logger,
+                               self.budget, self.model.config.codec_config.frame_rate, self.device,
+                               self.seconds_per_step, self.progress)
+        self._last_saved, self._last_heartbeat = self.step, self.clock()
         try:
-            return self._loop(bar)
+            with self._listening_for_stops():
+                while self.step < self.max_steps:
+                    result = self.train_step(next(self._batches))
+                    self.step += 1
+                    self.monitor.record(self.step, result)
+                    self._side_trips()
+                    code = self._stopped()
+                    if code is not None:
+                        return code
+                    self._checkpoint_or_heartbeat()
+                return self._finish()
         except Fenced as exc:
             log.error("%s", exc)
             return exit_codes.FENCED
         finally:
-            bar.close()
-            if poller is not None:
-                poller.close()
-            self.stop.restore_signal_handlers()
+            self.monitor.close()
 
-    def _loop(self, bar: tqdm) -> int:
-        s = self.settings
-        last_saved, last_heartbeat = self.step, self.clock()
-        while self.step < self.max_steps:
-            t0 = time.perf_counter()
-            samples = next(self._batches)
-            batch = build_batch(samples, self.tokenizer, self.model.config, self.speaker_index,
-                                self.plan.particle_weight, self.plan.switch_weight,
-                                contexts=self._contexts(samples)).to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                parts = weighted_csm_loss(self.model, batch, s.train.depth_decoder_frame_ratio)
-            parts.loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable_parameters(self.model), s.train.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            seconds = time.perf_counter() - t0
-            self.seconds_per_step = seconds if self.seconds_per_step is None else (
-                0.9 * self.seconds_per_step + 0.1 * seconds)
-            self.losses.append(parts.loss.item())
-            metrics = {
-                "loss": self.losses[-1], "loss/backbone": parts.backbone.item(), "loss/depth": parts.depth.item(),
-                "loss_unweighted/backbone": parts.backbone_unweighted.item(),
-                "loss_unweighted/depth": parts.depth_unweighted.item(),
-                "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                "samples_per_s": len(samples) / seconds,
-                "audio_s_per_s": batch.num_frames / self.model.config.codec_config.frame_rate / seconds,
-                "spend_usd": self.budget.spent,
-            }
-            if self.device.type == "cuda":
-                metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
-            if self.step % s.train.log_every == 0 or self.step == self.max_steps:
-                self.logger.log(self.step, metrics)
-                log.info("%s step %d/%d loss %.4f lr %.2e grad_norm %.3f spend $%.2f", self.scope, self.step,
-                         self.max_steps, metrics["loss"], metrics["lr"], metrics["grad_norm"], metrics["spend_usd"])
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.1e}",
-                            gnorm=f"{metrics['grad_norm']:.2f}", sps=f"{metrics['samples_per_s']:.1f}",
-                            usd=f"{metrics['spend_usd']:.2f}")
-            if s.logging.val_every and self.step % s.logging.val_every == 0:
-                self.logger.log(self.step, self.validate())
-            if s.logging.audio_every and self.step % s.logging.audio_every == 0:
-                self._log_audio()
+    def train_step(self, samples: list[ShardSample]) -> StepResult:
+        """One optimizer step: forward, weighted loss, backward, clip, update, schedule."""
+        started = time.perf_counter()
+        batch = build_batch(samples, self.tokenizer, self.model.config, self.speaker_index,
+                            self.plan.particle_weight, self.plan.switch_weight,
+                            contexts=self._contexts(samples)).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            parts = weighted_csm_loss(self.model, batch, self.settings.train.depth_decoder_frame_ratio)
+        parts.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepResult(parts, grad_norm, self.scheduler.get_last_lr()[0], len(samples), batch.num_frames,
+                          time.perf_counter() - started)
 
-            if self.stop.reason is not None:
-                self.save_checkpoint()
-                log.warning("stopped by %s at step %d after a checkpoint; run again to resume",
-                            self.stop.reason, self.step)
-                return exit_codes.PREEMPTED
-            exhausted = self.budget.exhausted()
-            if exhausted:
-                self.save_checkpoint()
-                self.publish()
-                log.error("budget exhausted: %s; stopped at step %d with a checkpoint and the adapter so far "
-                          "at %s", exhausted, self.step, self.adapter_uri)
-                return exit_codes.BUDGET_EXHAUSTED
-            if self.step % self.checkpoint_every == 0:
-                self.save_checkpoint()
-                last_saved, last_heartbeat = self.step, self.clock()
-            elif self.clock() - last_heartbeat >= s.budget.heartbeat_s:
-                # Spend since the last checkpoint survives a preemption through the ledger.
-                self.fence.check()
-                self.budget.write_ledger(self.run, self.step, self.startup_s)
-                last_heartbeat = self.clock()
-        if last_saved != self.step:
+    def _side_trips(self) -> None:
+        """Validation and audio samples, when due."""
+        every = self.settings.logging
+        if every.val_every and self.step % every.val_every == 0:
+            self.logger.log(self.step, self.validate())
+        if every.audio_every and self.step % every.audio_every == 0:
+            self._log_audio()
+
+    def _stopped(self) -> int | None:
+        """A preemption notice or an exhausted budget: checkpoint, say so, and the exit code."""
+        if self.stop.reason is not None:
+            self.save_checkpoint()
+            log.warning("stopped by %s at step %d after a checkpoint; run again to resume", self.stop.reason, self.step)
+            return exit_codes.PREEMPTED
+        exhausted = self.budget.exhausted()
+        if exhausted:
+            self.save_checkpoint()
+            self.publish()
+            log.error("budget exhausted: %s; stopped at step %d with a checkpoint and the adapter so far at %s",
+                      exhausted, self.step, self.adapter_uri)
+            return exit_codes.BUDGET_EXHAUSTED
+        return None
+
+    def _checkpoint_or_heartbeat(self) -> None:
+        """A checkpoint every `checkpoint_every` steps; between them, the ledger every `heartbeat_s`
+        so spend since the last checkpoint survives a preemption."""
+        if self.step % self.checkpoint_every == 0:
+            self.save_checkpoint()
+            self._last_saved, self._last_heartbeat = self.step, self.clock()
+        elif self.clock() - self._last_heartbeat >= self.settings.budget.heartbeat_s:
+            self.fence.check()
+            self.budget.write_ledger(self.run, self.step, self.startup_s)
+            self._last_heartbeat = self.clock()
+
+    def _finish(self) -> int:
+        if self._last_saved != self.step:
             self.save_checkpoint(final=True)
         else:
             self.checkpoints.mark_final(self.step)
         self.publish()
         return exit_codes.FINISHED
 
-    def _contexts(self, samples: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    @contextmanager
+    def _listening_for_stops(self) -> Iterator[None]:
+        """SIGTERM/SIGINT and, on AWS, the spot notice set `self.stop` while training runs."""
+        self.stop.install_signal_handlers()
+        poller = None
+        if self.settings.preemption.imds_url:
+            poller = NoticePoller(self.settings.preemption.imds_url, self.settings.preemption.imds_poll_s, self.stop)
+            poller.start()
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.close()
+            self.stop.restore_signal_handlers()
+
+    def _contexts(self, samples: list[ShardSample]) -> list[ShardSample | None]:
         """A reference clip of the same speaker before some targets (voice-cloning-style turns)."""
         share = self.settings.train.context_share
         if share == 0:
             return [None] * len(samples)
-        contexts: list[dict[str, Any] | None] = []
+        contexts: list[ShardSample | None] = []
         for i, sample in enumerate(samples):
-            others = [o for j, o in enumerate(samples) if j != i and o["speaker_id"] == sample["speaker_id"]]
+            others = [o for j, o in enumerate(samples) if j != i and o.speaker_id == sample.speaker_id]
             use = others and torch.rand(()).item() < share
             contexts.append(others[int(torch.randint(len(others), ()).item())] if use else None)
         return contexts
@@ -313,12 +361,12 @@ class PhaseTrainer:
                 samples = self.validation.get(name)
                 if not samples:
                     continue
-                if frames == "particle":
-                    samples = [_particle_only(s) for s in samples]
                 losses = []
                 for i in range(0, len(samples), self.plan.batch_size):
                     chunk = samples[i : i + self.plan.batch_size]
-                    batch = build_batch(chunk, self.tokenizer, self.model.config, self.speaker_index)
+                    weights = [s.particle_mask.astype(np.float32) for s in chunk] if frames == "particle" else None
+                    batch = build_batch(chunk, self.tokenizer, self.model.config, self.speaker_index,
+                                        weights=weights)
                     parts = weighted_csm_loss(self.model, batch.to(self.device))
                     losses.append(parts.loss.item())
                 results[f"val/{name}"] = float(np.mean(losses))
@@ -350,7 +398,7 @@ class PhaseTrainer:
                 "max_steps": self.max_steps,
                 "loader": self.stream.state_dict(),
                 "spent_usd": self.budget.spent,
-                "seconds_per_step": self.seconds_per_step,
+                "seconds_per_step": self.monitor.seconds_per_step if self.monitor else self.seconds_per_step,
                 "wandb_run_id": self.logger.run_id,
                 "fence_generation": self.fence.generation,
                 "settings": self.settings.model_dump(mode="json"),
@@ -392,14 +440,6 @@ class PhaseTrainer:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _particle_only(sample: dict[str, Any]) -> dict[str, Any]:
-    """The sample with loss weight only on particle frames (the whole clip until masks exist)."""
-    mask = sample.get("particle_mask")
-    if mask is None:
-        return sample
-    return {**sample, "frame_weights": np.asarray(mask, dtype=np.float32)}
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -422,6 +462,5 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def speakers_of(settings: Settings) -> list[str]:
-    run = Store.for_run(settings)
-    return list(read_data_manifest(run)["speakers"])
+    return list(read_data_manifest(Store.for_run(settings))["speakers"])
 
