@@ -8,7 +8,7 @@ import pytest
 
 from preprocess.text import analyze
 from tests.conftest import REPO
-from trainer.pieces import NUMBER_WORDS, raw_sentences, spoken_length, split_text
+from trainer.pieces import NUMBER_WORDS, raw_sentences, split_text, spoken_length
 
 
 def _words(text: str) -> list[str]:

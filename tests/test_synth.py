@@ -23,8 +23,8 @@ from trainer.loss import build_batch
 from trainer.pieces import Piece
 from trainer.synth import (
     PAUSE_S,
-    SynthOptions,
     Synthesizer,
+    SynthOptions,
     VoicePrompt,
     prompt_ids,
     speak,

@@ -12,13 +12,17 @@ S3 has no atomic rename, so "complete" means "manifest present and every checksu
 Resume starts from the pointer's checkpoint and falls back to the newest other one that verifies.
 Objects are never overwritten in place: each step gets a new zero-padded prefix. The last N
 checkpoints are kept, plus the scope's final one (`final.json` names it).
-A phase's final adapter is published the same way under `adapters/phase<N>[/<speaker>]/`.
+A phase's final adapter is published the same way under `adapters/phase<N>[/<speaker>]/`; its
+manifest says `complete: false` when the run stopped before its last step (a budget cap).
+Pulling one to a local folder is atomic: the files go to a staging folder beside the target and
+are verified there, and only then does the staging folder take the target's name.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -171,3 +175,62 @@ def fetch_adapter(run: Store, phase: int, speaker: str | None, local: Path) -> d
             f"train it first: python -m trainer train --phase {phase}{hint}"
         )
     return download_verified(run, prefix, local)
+
+
+def published_speakers(run: Store) -> list[str]:
+    """Speakers with a committed phase-4 adapter."""
+    return [name for name in run.list_dirs(adapter_prefix(4)) if run.exists(f"{adapter_prefix(4, name)}/{MANIFEST}")]
+
+
+def list_adapters(run: Store) -> list[dict[str, Any]]:
+    """The manifest of every committed adapter of the run, phase then speaker order, each with its
+    `prefix`."""
+    found = []
+    for key in run.list("adapters"):
+        if key.endswith(f"/{MANIFEST}"):
+            manifest = run.get_json(key)
+            found.append({**manifest, "prefix": key.rsplit("/", 1)[0]})
+    return sorted(found, key=lambda m: (m.get("phase", 0), m.get("speaker") or ""))
+
+
+def is_incomplete(manifest: dict[str, Any]) -> bool:
+    """Published by a run that stopped early (manifests older than the flag count as complete)."""
+    return manifest.get("complete") is False
+
+
+def pull_adapter(run: Store, phase: int, speaker: str | None, target: Path) -> dict[str, Any]:
+    """Download and verify a published adapter into `target`, all or nothing: into a staging
+    folder beside it first, then renamed. On any failure `target` is as it was and the staging
+    folder is gone. A folder that holds an earlier pull (its manifest.json) is replaced; any other
+    non-empty folder is refused rather than overwritten."""
+    target = Path(target).absolute()
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).is_file())):
+        raise CheckpointError(f"{target} exists and is not an adapter pulled before (no {MANIFEST}); "
+                              "choose an empty or new folder for --to")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.pull-", dir=target.parent))
+    try:
+        manifest = fetch_adapter(run, phase, speaker, staging)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Give `staging` the name `target`; an existing `target` is moved aside first and removed
+    only after the rename, so an interruption leaves one of the two whole."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.rename(target, old / "previous")
+    try:
+        os.rename(staging, target)
+    except OSError:
+        os.rename(old / "previous", target)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
