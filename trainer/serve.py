@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from trainer.pieces import split_text
 from trainer.synth import SynthOptions
@@ -54,6 +55,19 @@ class ServeOptions:
             raise ValueError(f"max_queue {self.max_queue} must be at least 1")
         if self.max_input_chars < 1:
             raise ValueError(f"max_input_chars {self.max_input_chars} must be at least 1")
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI's speech request; the values are checked in the endpoint, each with its own message."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    input: str
+    voice: str
+    response_format: str = "wav"
+    speed: float = 1.0
+    instructions: str | None = None
+    stream_format: str | None = None
 
 
 class ShuttingDown(RuntimeError):
@@ -131,7 +145,6 @@ def create_app(load: Callable[[], Any], options: ServeOptions, on_failure: Calla
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from pydantic import BaseModel, ConfigDict
 
     worker = SpeechWorker(load, options.max_queue, on_failure)
     created = int(time.time())
@@ -146,16 +159,6 @@ def create_app(load: Callable[[], Any], options: ServeOptions, on_failure: Calla
 
     app = FastAPI(title="Suara speech", lifespan=lifespan)
     app.state.worker = worker
-
-    class SpeechRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        model: str
-        input: str
-        voice: str
-        response_format: str = "wav"
-        speed: float = 1.0
-        instructions: str | None = None
-        stream_format: str | None = None
 
     def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
               headers: dict[str, str] | None = None) -> JSONResponse:
@@ -248,12 +251,14 @@ def create_app(load: Callable[[], Any], options: ServeOptions, on_failure: Calla
 
 
 def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
+    """16-bit audio as `fmt`; quantised once here, so every format holds the same samples."""
+    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
     if fmt == "pcm":
-        return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        return pcm.tobytes()
     import soundfile as sf
 
     buf = io.BytesIO()
-    sf.write(buf, samples, rate, format=fmt.upper(), subtype="PCM_16")
+    sf.write(buf, pcm, rate, format=fmt.upper(), subtype="PCM_16")
     return buf.getvalue()
 
 
