@@ -17,12 +17,14 @@ def _words(text: str) -> list[str]:
 
 def test_sentences_are_cut_at_terminators_but_not_inside_numbers_titles_or_abbreviations():
     text = ("Harga dia RM1,250.50 sahaja, tapi Dr. Ahmad kata e.g. boleh nego lah! Jumpa pukul 3.30 petang? "
-            "Versi 2.1.3 dah keluar. ok lah. jom pergi")
+            "Rumah No. 5 Jln. Ampang. Versi 2.1.3 dah keluar. ok lah. I said no. jom pergi")
     assert raw_sentences(text) == [
         "Harga dia RM1,250.50 sahaja, tapi Dr. Ahmad kata e.g. boleh nego lah!",
         "Jumpa pukul 3.30 petang?",
+        "Rumah No. 5 Jln. Ampang.",
         "Versi 2.1.3 dah keluar.",
         "ok lah.",
+        "I said no.",
         "jom pergi",
     ]
 

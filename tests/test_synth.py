@@ -55,7 +55,8 @@ def test_a_piece_budget_grows_with_its_length_and_a_cap_bounds_it():
     assert SynthOptions(max_seconds=1.0).budget_frames(long, 12.5) == 13
 
 
-@pytest.mark.parametrize("bad", [{"temperature": -1}, {"top_k": -5}, {"speed": 5.0}, {"max_seconds": 0}])
+@pytest.mark.parametrize("bad", [{"temperature": -1}, {"top_k": -5}, {"speed": 5.0}, {"max_seconds": 0},
+                                 {"max_chars": 5}])
 def test_sampling_options_out_of_range_are_refused(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         SynthOptions(**bad)

@@ -34,10 +34,11 @@ _CLOSERS = "\"'\u201d\u2019)\\]"
 _SENTENCE_END = re.compile(rf"(?:[.!?\u2026]+[{_CLOSERS}]*\s+)|(?:[\u3002\uff01\uff1f]+[{_CLOSERS}]*\s*)")
 TERMINATORS = ".!?\u2026\u3002\uff01\uff1f"
 _CLAUSE_END = re.compile(r"(?:[,;:\uff0c\uff1b\uff1a\u3001]+\s*)|(?:\s+[\u2013\u2014-]+\s+)")
-# Words that name a person or place: the full stop after them never ends a sentence.
+# Abbreviations before a name or a place: the full stop after them never ends a sentence.
+# ("No." only before a number: "No. 5" but "I said no. Then...")
 TITLES = frozenset({
-    "dr", "mr", "mrs", "ms", "prof", "st", "jr", "sr", "mt", "ave", "rd", "no", "vs", "lt", "capt", "gen", "sgt",
-    "jln", "jl", "tmn", "kg", "sdn", "bhd", "hj", "hjh", "en", "pn", "tn", "cik", "dato", "datuk", "tuan",
+    "dr", "mr", "mrs", "ms", "prof", "st", "jr", "sr", "mt", "ave", "rd", "vs", "lt", "capt", "sgt",
+    "jln", "jl", "tmn", "kg", "sdn", "bhd", "hj", "hjh", "en", "pn", "tn",
 })
 # The words a number, an amount or a percentage is spoken with (both matrix languages).
 NUMBER_WORDS = frozenset(
@@ -121,7 +122,7 @@ def _ends_sentence(last_word: str, next_char: str, terminator: str) -> bool:
     if last_word[-1:].isdigit():
         return False  # "RM5. The" is cut after normalisation, when 5 is a word
     word = last_word.strip("\"'(").lower()
-    if word in TITLES:
+    if word in TITLES or (word == "no" and next_char.isdigit()):
         return False
     dotted = "." in word or (len(word) == 1 and word.isalpha())  # e.g / a.m / an initial
     return not (dotted and next_char.islower())

@@ -66,6 +66,8 @@ class SynthOptions:
             problems.append(f"temperature {self.temperature} must be >= 0")
         if self.top_k < 0:
             problems.append(f"top_k {self.top_k} must be >= 0")
+        if self.max_chars < 20:
+            problems.append(f"max_chars {self.max_chars} must be at least 20 (a clause)")
         if self.slowest_chars_per_s <= 0 or self.headroom_s < 0:
             problems.append("slowest_chars_per_s must be > 0 and headroom_s >= 0")
         if self.max_seconds is not None and self.max_seconds <= 0:
