@@ -54,8 +54,8 @@ def test_shard_samples_carry_codes_tags_and_masks(preprocessed_store, tmp_path):
     particle_words = [t for w, t in zip(sample.words, sample.word_times, strict=True) if w["lang"] == "particle"]
     marked = np.flatnonzero(sample.particle_mask) / 12.5
     assert marked.size and all(any(s - 0.08 <= f <= e for s, e in particle_words) for f in marked)
-    assert sample["f0_hz"].shape == (frames,) and (sample["f0_hz"] > 0).mean() > 0.3
-    assert sample["split"] == split_of(sample["id"]) == "train"
+    assert (sample.f0_hz > 0).mean() > 0.3
+    assert sample.split == split_of(sample.id) == "train"
 
 
 def test_split_is_deterministic_and_roughly_80_10_10():
