@@ -82,17 +82,18 @@ def test_preprocessing_throughput_against_a_naive_pipeline(make_settings, tmp_pa
 
 
 def test_text_analysis_throughput_on_one_core():
-    from preprocess.text import analyze, lexicon, tagger
+    from preprocess.text import analyze, chat, lexicon, particles, tagger
     from preprocess.text.charmodel import char_model
 
     start = time.perf_counter()
-    lexicon.frequencies(), char_model()
+    lexicon.frequencies(), char_model(), chat._skeleton_index(), lexicon.zh_loans()
     load = time.perf_counter() - start
-    labelled = [line.split("\t")[0] for name in ("dev.tsv", "check.tsv")
+    labelled = [line.split("\t")[0] for name in ("dev.tsv", "check.tsv", "chat.tsv", "chat-check.tsv")
                 for line in (REPO / "data" / "text" / name).read_text().splitlines() if line and line[0] != "#"]
     texts = labelled + [json.loads(line)["text"] for line in (SAMPLE / "manifest.jsonl").read_text().splitlines()]
     # Cold: every word's emission computed afresh (the per-word caches emptied), as on a new corpus.
-    tagger._emission.cache_clear(), tagger._pinyin_only.cache_clear(), lexicon._split.cache_clear()
+    tagger._emission.cache_clear(), particles.pinyin_only.cache_clear(), lexicon._split.cache_clear()
+    chat._skeleton_candidates.cache_clear()
     start = time.perf_counter()
     for line in texts:
         analyze(line)
