@@ -213,3 +213,12 @@ def test_eval_lexicon_prints_every_system_in_one_run():
     out = subprocess.run([PYTHON, "-m", "preprocess.text", "eval-lexicon"], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout
     assert "suara (tagger + lexicon)" in out and "rules alone (no table)" in out and "taling R" in out
+
+
+@pytest.mark.parametrize(("word", "lang", "said"), [
+    ("sbb", "ms", malay("sebab")),  # a chat short form is said as what it stands for
+    ("hbs2", "ms", malay("habis") * 2),
+    ("u", "en", [["Y", "UW"]][0]),
+])
+def test_short_forms_are_pronounced_as_they_are_said(word, lang, said):
+    assert pronunciations(word, lang)[0] == said

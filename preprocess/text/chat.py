@@ -12,7 +12,8 @@ consonant skeleton:
    -> tgk, "berapa" -> brape). A token is one of those words with vowels left out ("smpai" = sampai
    less an a; "tggu" = tunggu): it is Malay. It is spelled out as the most frequent match when that
    is at least 1.5 times as frequent as the next ("dkt" dekat), else left as typed ("mrh": marah or
-   merah). English chat forms (pls, tbh) and units are never taken for Malay.
+   merah). Two letters say too little ("ss", "hr"): those forms are listed or left alone. English
+   chat forms (pls, tbh) and units are never taken for Malay.
 3. Colloquial spellings said as written (`SAID_FORMS`: "korang", "camne", "tido") are Malay but not
    rewritten, and so is a final -e written for a final -a said as a schwa ("ape", "mane", "kite"):
    the tagger reads them as Malay (`colloquial_malay`).
@@ -113,7 +114,7 @@ def colloquial_malay(low: str) -> bool:
 @functools.lru_cache(maxsize=65536)
 def _skeleton_candidates(low: str) -> list[tuple[float, str]]:
     """The Malay words `low` is a vowel-dropped spelling of, most frequent first."""
-    if not (2 <= len(low) <= 14 and low.isascii() and low.isalpha()) or low in _NOT_SHORT:
+    if not (3 <= len(low) <= 14 and low.isascii() and low.isalpha()) or low in _NOT_SHORT:
         return []
     if low in EN_SHORT_FORMS or sum(ch not in _VOWELS for ch in low) < 2:
         return []
@@ -166,4 +167,7 @@ def _skeleton_index() -> dict[str, list[tuple[float, str]]]:
             continue  # chat forms themselves ("blh") are in the list too
         for key in {_skeleton(form) for form in _spellings(word)}:
             index[key].append((f, word))
+    for word in SAID_FORMS - freq.ms.keys():  # tido, kitorang: Malay as said, rare in written text
+        for key in {_skeleton(form) for form in _spellings(word)}:
+            index[key].append((1e-6, word))
     return dict(index)

@@ -80,6 +80,7 @@ mac mei jun julai ogos oktober disember
 
 _PINYIN_TABLE = "data/pinyin_freq.tsv"
 _ZH_LOANS = "data/zh_loans.tsv"
+_PINYIN_WORDS = "data/pinyin_words.tsv"
 _HANZI_WORD = re.compile(r"^[\u3400-\u9fff]+$")
 
 
@@ -154,6 +155,31 @@ def write_pinyin_table(path) -> None:
     lines = ["# Mandarin syllable frequencies: preprocess.text.lexicon.build_pinyin_table (wordfreq zh + pypinyin)"]
     lines += [f"{s}\t{f:.4e}" for s, f in table.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@functools.cache
+def pinyin_words() -> frozenset[str]:
+    """Two-syllable Mandarin words in toneless pinyin, "mei you", "bu yong" (`data/pinyin_words.tsv`,
+    rebuilt by `build_pinyin_words`)."""
+    text = resources.files("preprocess.text").joinpath(_PINYIN_WORDS).read_text(encoding="utf-8")
+    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def build_pinyin_words(top: int = 20000) -> list[str]:
+    """The two-Hanzi words among the `top` most frequent of wordfreq's Chinese list, in toneless
+    pinyin ("没有" -> "mei you"), sorted."""
+    import wordfreq
+    from pypinyin import Style, lazy_pinyin
+
+    words = sorted(wordfreq.get_frequency_dict("zh").items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return sorted({" ".join(lazy_pinyin(w, style=Style.NORMAL)) for w, _ in words
+                   if len(w) == 2 and _HANZI_WORD.match(w)})
+
+
+def write_pinyin_words(path) -> None:
+    lines = ["# Two-syllable Mandarin words in toneless pinyin: preprocess.text.lexicon.build_pinyin_words",
+             "# (the 20,000 most frequent words of wordfreq's Chinese list, read with pypinyin)"]
+    path.write_text("\n".join(lines + build_pinyin_words()) + "\n", encoding="utf-8")
 
 
 def split_pinyin(word: str) -> list[str] | None:

