@@ -53,7 +53,8 @@ EN_SHORT_FORMS = {
     "plz": "please", "thx": "thanks", "tq": "thank you", "tmr": "tomorrow", "tmrw": "tomorrow", "btw": "by the way",
     "idk": "I don't know", "nvm": "never mind", "otw": "on the way", "omw": "on my way", "ppl": "people",
     "msg": "message", "abt": "about", "bcoz": "because", "bcos": "because", "coz": "because", "cuz": "because",
-    "b4": "before", "brb": "be right back", "lmk": "let me know", "tbh": "to be honest", "imo": "in my opinion",
+    "b4": "before", "2day": "today", "2moro": "tomorrow", "2nite": "tonight", "gr8": "great", "l8r": "later",
+    "brb": "be right back", "lmk": "let me know", "tbh": "to be honest", "imo": "in my opinion",
     "asap": "as soon as possible", "dunno": "don't know", "wanna": "want to", "gonna": "going to",
     "smh": "shaking my head", "jk": "just kidding", "ikr": "I know right", "fyi": "for your information",
 }

@@ -106,8 +106,10 @@ def tag(tokens: list[Token]) -> list[tuple[str, str | None]]:
         clause_of = list(itertools.accumulate((t.clause_end for t in tokens), initial=0))
         bias = clause_bias(words, emissions, [clause_of[i] for i in open_positions])
         emissions = [(ms + shift, en, zh) for (ms, en, zh), shift in zip(emissions, bias, strict=True)]
-    # Is there a clause boundary between each open word and the one before it?
-    boundaries = [any(tokens[j].clause_end for j in range(a, b))
+    # Is there a clause boundary between each open word and the one before it? A particle ends its
+    # clause in speech as a comma does in writing ("wo bu yao lah, you take").
+    boundaries = [any(tokens[j].clause_end or fixed[j + 1] is not None and fixed[j + 1][0] == "particle"
+                      for j in range(a, b))
                   for a, b in zip(open_positions, open_positions[1:], strict=False)]
     for i, lang in zip(open_positions, _viterbi(emissions, boundaries), strict=True):
         if fixed[i] is None:
@@ -147,13 +149,15 @@ def _closed_class(tokens: list[Token], i: int, loans: set[int]) -> tuple[str, st
         return None  # budak2: a Malay plural, spelled out by the normaliser
     if form == "symbolic":
         return ("other", None)  # numbers, amounts, times, URLs, e-mail: spoken by the normaliser
-    if i in loans:
-        return ("zh", None)
+    if i in loans and (i - 1 in loans or i + 1 in loans):
+        return ("zh", None)  # a loan of several words: ah ma, lor mee
     previous = tokens[i - 1].text.lower() if i > 0 else ""
     if ((word[0].isupper() and _is_name(tokens, i)) or (low in _AH and starts_name(tokens, i))
             or (previous in _AH and starts_name(tokens, i - 1))
             or (previous in _TITLE_OR_PLACE and name_after_title(tokens, i))):
         return ("other", None)  # Mei Ling, ah Meng, kak Lah, aunty Mah, uncle Lim
+    if i in loans:
+        return ("zh", None)  # a one-word loan, unless it was a name: Ah Huat
     if form == "interjection" or (low in _AH and token.sentence_start):
         return ("other", None)
     if low == "leh" and previous in _NEGATORS:
@@ -179,6 +183,8 @@ def _form(word: str) -> str | None:
         return "reduplicated"
     if word.endswith("2") and len(word) > 2 and word[:-1].isalpha() and chat.is_malay_short_form(word[:-1]):
         return "ms-short"  # hbs2: habis-habis
+    if any(ch.isdigit() for ch in word) and chat.english_form(word):
+        return "en-short"  # b4, 2day
     if not any(ch.isalpha() for ch in word) or any(ch.isdigit() for ch in word) or _ADDRESS.search(word):
         return "symbolic"
     if low in INTERJECTIONS:
