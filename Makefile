@@ -52,7 +52,7 @@ bench: setup
 	$(BIN)/python -m pytest -q -m bench -s
 
 eval-text: setup
-	$(BIN)/python -m preprocess.text eval data/text/dev.tsv data/text/check.tsv data/text/chat.tsv data/text/chat-check.tsv
+	$(BIN)/python -m preprocess.text eval data/text/dev.tsv data/text/check.tsv data/text/chat.tsv data/text/chat-check.tsv data/text/chat-blind.tsv
 	$(BIN)/python -m preprocess.text eval-lexicon data/text/lexicon.tsv
 
 lint: setup

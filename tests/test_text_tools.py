@@ -16,6 +16,7 @@ from tests.conftest import PYTHON
 ROOT = Path(__file__).resolve().parents[1]
 DEV, CHECK = ROOT / "data" / "text" / "dev.tsv", ROOT / "data" / "text" / "check.tsv"
 CHAT, CHAT_CHECK = ROOT / "data" / "text" / "chat.tsv", ROOT / "data" / "text" / "chat-check.tsv"
+CHAT_BLIND = ROOT / "data" / "text" / "chat-blind.tsv"
 LEXICON = ROOT / "data" / "text" / "lexicon.tsv"
 
 
@@ -57,7 +58,15 @@ def test_labelled_files_with_mismatched_tags_are_refused_with_the_line(tmp_path)
         evaluate.load(bad)
 
 
-@pytest.mark.parametrize("path", [DEV, CHECK])
+def test_the_chat_sets_hold_at_least_150_lines_with_every_kind_of_chat_word():
+    examples = [e for path in (CHAT, CHAT_CHECK, CHAT_BLIND) for e in evaluate.load(path)]
+    assert len(examples) >= 150
+    tags = {g for e in examples for g in e.gold}
+    assert {("ms", None), ("en", None), ("zh", None), ("other", None)} <= tags
+    assert len({g[1] for g in tags if g[0] == "particle"}) >= 8
+
+
+@pytest.mark.parametrize("path", [DEV, CHECK, CHAT, CHAT_CHECK, CHAT_BLIND])
 def test_the_frontend_meets_its_targets_on_the_labelled_sets(path):
     result, _ = evaluate.score(evaluate.load(path), evaluate.ours)
     assert result.word_accuracy >= 0.97 and result.particle_f1 >= 0.95 and result.phase_accuracy >= 0.97
@@ -210,8 +219,8 @@ def test_the_lexicon_meets_its_targets_on_the_labelled_list():
 
 
 def test_eval_lexicon_prints_every_system_in_one_run():
-    out = subprocess.run([PYTHON, "-m", "preprocess.text", "eval-lexicon"], capture_output=True, text=True,
-                         check=True, cwd=ROOT).stdout
+    out = subprocess.run([PYTHON, "-m", "preprocess.text", "eval-lexicon", "--errors", str(LEXICON)],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert "suara (tagger + lexicon)" in out and "rules alone (no table)" in out and "taling R" in out
 
 

@@ -75,6 +75,7 @@ _TRANS_BOUNDARY = _log_table({
 })
 _EN_COMMON = 1.5e-5  # above this English frequency a Malay reading must be backed by Indonesian
 _OOV = 1e-8  # probability mass spread by the character model over words no table has
+_NO_PINYIN = math.log(1e-12)  # the zh emission of a word that cannot be read as pinyin
 _NEGATORS = frozenset({"tak", "x", "tk", "tidak", "takkan", "mana", "dah"})
 _AH = frozenset({"ah", "ahh"})
 _TITLE_OR_PLACE = KIN_TITLES | PLACE_HEADS
@@ -89,28 +90,32 @@ def tag(tokens: list[Token]) -> list[tuple[str, str | None]]:
     """(language tag, canonical particle or None) for each token."""
     loans = _loan_spans(tokens)
     fixed: list[tuple[str, str | None] | None] = [_closed_class(tokens, i, loans) for i in range(len(tokens))]
+    lows = [t.text.lower() for t in tokens]
+    shared = False
     for i, f in enumerate(fixed):
-        if f is None and (lang := collocation(tokens, i)):
-            fixed[i] = (lang, None)
+        if f is None and lows[i] in COLLOCATIONS:
+            shared = True
+            if lang := collocation(tokens, i):
+                fixed[i] = (lang, None)
     # Loans are transparent like particles: a Hokkien word inside a Malay clause is no pinyin context.
     open_positions = [i for i, f in enumerate(fixed) if f is None or (f[0] in STATES and i not in loans)]
     # A fixed zh/ms/en word still takes part in the HMM (as context), with only its own state allowed.
     emissions = [_emission(tokens[i].text) if fixed[i] is None else _only(fixed[i][0]) for i in open_positions]
-    words = [tokens[i].text for i in open_positions]
-    if not _pinyin_evidence(tokens, fixed, loans):
+    if any(fixed[i] is None and e[2] > _NO_PINYIN for i, e in zip(open_positions, emissions, strict=True)) \
+            and not _pinyin_evidence(lows, fixed, loans):
         # Pinyin needs a word that can only be pinyin ("hao", "xiexie"), a Mandarin word of two
         # syllables ("mei you") or Hanzi; "you ni kan" is English and Malay, however well it reads.
-        emissions = [(ms, en, -math.inf if f is None else zh)
-                     for (ms, en, zh), f in zip(emissions, (fixed[i] for i in open_positions), strict=True)]
-    if any(w.lower() in COLLOCATIONS for w in words):
+        emissions = [(ms, en, -math.inf) if fixed[i] is None else (ms, en, zh)
+                     for i, (ms, en, zh) in zip(open_positions, emissions, strict=True)]
+    if shared:
         clause_of = list(itertools.accumulate((t.clause_end for t in tokens), initial=0))
-        bias = clause_bias(words, emissions, [clause_of[i] for i in open_positions])
+        bias = clause_bias([lows[i] for i in open_positions], emissions, [clause_of[i] for i in open_positions])
         emissions = [(ms + shift, en, zh) for (ms, en, zh), shift in zip(emissions, bias, strict=True)]
     # Is there a clause boundary between each open word and the one before it? A particle ends its
     # clause in speech as a comma does in writing ("wo bu yao lah, you take").
-    boundaries = [any(tokens[j].clause_end or fixed[j + 1] is not None and fixed[j + 1][0] == "particle"
-                      for j in range(a, b))
-                  for a, b in zip(open_positions, open_positions[1:], strict=False)]
+    ends = [t.clause_end or (j + 1 < len(tokens) and fixed[j + 1] is not None and fixed[j + 1][0] == "particle")
+            for j, t in enumerate(tokens)]
+    boundaries = [any(ends[a:b]) for a, b in zip(open_positions, open_positions[1:], strict=False)]
     for i, lang in zip(open_positions, _viterbi(emissions, boundaries), strict=True):
         if fixed[i] is None:
             fixed[i] = (lang, None)
@@ -225,18 +230,21 @@ def _is_name(tokens: list[Token], i: int) -> bool:
     return (word in ("Ah", "Ahh") or not common) and _is_name(tokens, i + 1)
 
 
-def _pinyin_evidence(tokens: list[Token], fixed: list, loans: set[int]) -> bool:
+def _pinyin_evidence(lows: list[str], fixed: list, loans: set[int]) -> bool:
     """Does anything in the utterance show it holds Mandarin: Hanzi, a word only pinyin can be, or
     two neighbours that make a Mandarin word (and not both common Malay or English words)?"""
     if any(f is not None and f[0] == "zh" and i not in loans for i, f in enumerate(fixed)):
         return True
-    lows = [t.text.lower() for t in tokens]
-    if any(fixed[i] is None and _only_pinyin(low) for i, low in enumerate(lows)):
-        return True
     words, freq = pinyin_words(), frequencies()
-    return any(fixed[i] is None and fixed[i + 1] is None and f"{a} {b}" in words
-               and min(max(freq.ms.get(w, 0.0), freq.en.get(w, 0.0)) for w in (a, b)) < 1e-4
-               for i, (a, b) in enumerate(zip(lows, lows[1:], strict=False)))
+    for i, low in enumerate(lows):
+        if fixed[i] is not None:
+            continue
+        if _only_pinyin(low):
+            return True
+        if i + 1 < len(lows) and fixed[i + 1] is None and f"{low} {lows[i + 1]}" in words and min(
+                max(freq.ms.get(w, 0.0), freq.en.get(w, 0.0)) for w in (low, lows[i + 1])) < 1e-4:
+            return True
+    return False
 
 
 @functools.lru_cache(maxsize=65536)
@@ -287,7 +295,7 @@ def _emission(word: str) -> tuple[float, float, float]:
                 break
     p_zh = _pinyin_probability(low)
     p_ms, p_en = p_ms + _OOV * spelled_malay, p_en + _OOV * (1 - spelled_malay)
-    return (math.log(p_ms), math.log(p_en), math.log(p_zh) if p_zh > 0 else math.log(1e-12))
+    return (math.log(p_ms), math.log(p_en), math.log(p_zh) if p_zh > 0 else _NO_PINYIN)
 
 
 def _pinyin_probability(low: str) -> float:
