@@ -3,9 +3,10 @@
 Malay writes both pepet [ə] ("besar", "sebab") and taling [e] ("merah", "boleh") as e; which one a
 word has is lexical, so the model is a word table first, then rules:
 
-1. The e table (`data/e_vowels.tsv`): words whose e's the rules below would get wrong, with the vowel
-   of each e. Built by `build_e_table` from the Indonesian pronunciation lexicon shipped in the PyPI
-   package g2p_id_py 0.4.2 (`g2p_id/resources/lexicon_id.tsv`, Apache-2.0, PT Bookbot Indonesia):
+1. The e table (`data/e_vowels.tsv`): the vowel of each e of every word with a taling e, and of the
+   all-pepet words the rules below would get wrong (4,236 words). Built by `build_e_table` from the
+   Indonesian pronunciation lexicon shipped in the PyPI package g2p_id_py 0.4.2
+   (`g2p_id/resources/lexicon_id.tsv`, 27,578 words, Apache-2.0, PT Bookbot Indonesia):
    Indonesian and Malay share most words and their e's ("merah", "perak", "kereta", "esok"), and
    Malaysian spellings the lexicon lacks are covered by `MALAYSIAN_E` below.
 2. Affixes: a word not in the table is split into prefix + root + suffix when the root is a Malay
@@ -236,7 +237,10 @@ def write_e_table(lexicon: Path, out: Path) -> int:
     header = [
         "# The vowel of each e (T taling, P pepet) of the words the Malay rules would get wrong:",
         "# preprocess.text.malay.build_e_table over g2p_id/resources/lexicon_id.tsv of the PyPI package",
-        "# g2p_id_py 0.4.2 (Apache-2.0, (c) PT Bookbot Indonesia; `pip download g2p_id_py==0.4.2 --no-deps`).",
+        "# g2p_id_py 0.4.2 (`pip download g2p_id_py==0.4.2 --no-deps`, then unzip the wheel).",
+        "# Derived work: entries selected and reduced to their e vowels. The source lexicon is",
+        "# Copyright 2023 PT Bookbot Indonesia, licensed under the Apache License, Version 2.0",
+        "# (http://www.apache.org/licenses/LICENSE-2.0).",
     ]
     out.write_text("\n".join(header + [f"{w}\t{p}" for w, p in table.items()]) + "\n", encoding="utf-8")
     return len(table)
