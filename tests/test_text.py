@@ -199,6 +199,7 @@ def test_the_shipped_pinyin_table_is_what_the_packages_give():
     ("kerja x hbs2", "kerja tak habis-habis"),
     # English chat forms in English; a place code and an ambiguous skeleton stay as typed.
     ("u r so funny", "you are so funny"),
+    ("tade duit pun", "tade duit pun"),  # said as written: no "tiada"
     ("jumpa kat ss2 nnti", "jumpa kat ss2 nanti"),
     ("muka dia mrh", "muka dia mrh"),  # marah or merah: left alone
 ])
@@ -212,6 +213,7 @@ def test_chat_short_forms_are_spelled_out_in_the_normalized_text(text, spoken):
     ("r u coming or not", ["en"] * 5),  # one-letter chat English
     ("kitorang otw ni", ["ms", "en", "ms"]),
     ("ape hal korang ni", ["ms"] * 4),  # colloquial spellings said as written
+    ("tade duit", ["ms", "ms"]),
 ])
 def test_chat_forms_take_the_language_they_stand_for(text, expected):
     assert [w.lang for w in analyze(text).words] == expected

@@ -45,7 +45,8 @@ SHORT_FORMS = {
     "blk": "balik", "kn": "kan", "pn": "pun", "tkde": "takde", "tkpe": "takpe", "xtau": "tak tau",
     "tktau": "tak tau", "aq": "aku", "ak": "aku", "korg": "korang", "krg": "korang", "dorg": "diorang",
     "diorg": "diorang", "kitorg": "kitorang", "ktorg": "kitorang", "ktrg": "kitorang", "cmtu": "macam tu",
-    "cmni": "macam ni", "mmg": "memang", "ngn": "dengan", "kalo": "kalau", "klu": "kalau",
+    "cmni": "macam ni", "mmg": "memang", "ngn": "dengan", "kalo": "kalau", "klu": "kalau", "tanak": "tak nak",
+    "jgk": "jugak", "gk": "gak",
 }
 # English chat forms -> what is said. One-letter forms only in lower case ("Plan B" is no "be").
 EN_SHORT_FORMS = {
@@ -85,6 +86,8 @@ def malay_form(token: str) -> str | None:
     listed = SHORT_FORMS.get(token.lower())
     if listed is not None:
         return listed
+    if token.lower() in SAID_FORMS:
+        return None  # said as written: "tade" is no "tiada"
     candidates = _candidates(token)
     if not candidates or (len(candidates) > 1 and candidates[0][0] < 1.5 * candidates[1][0]):
         return None
@@ -168,7 +171,7 @@ def _skeleton_index() -> dict[str, list[tuple[float, str]]]:
             continue  # chat forms themselves ("blh") are in the list too
         for key in {_skeleton(form) for form in _spellings(word)}:
             index[key].append((f, word))
-    for word in SAID_FORMS - freq.ms.keys():  # tido, kitorang: Malay as said, rare in written text
+    for word in (w for w in SAID_FORMS if freq.ms.get(w, 0.0) < 1e-6):  # tido: Malay as said, rare in print
         for key in {_skeleton(form) for form in _spellings(word)}:
             index[key].append((1e-6, word))
     return dict(index)
