@@ -231,3 +231,9 @@ def test_eval_lexicon_prints_every_system_in_one_run():
 ])
 def test_short_forms_are_pronounced_as_they_are_said(word, lang, said):
     assert pronunciations(word, lang)[0] == said
+
+
+def test_dialect_loans_are_read_as_spelled_and_mandarin_as_pinyin():
+    assert pronunciations("mee", "zh") == [["M", "IY"]]  # Hokkien mee: an English-looking spelling
+    assert pronunciations("kopitiam", "zh") == [malay("kopitiam")]  # a Malay-looking one
+    assert pronunciations("mala", "zh") == [chinese("mala")]  # Mandarin: pinyin

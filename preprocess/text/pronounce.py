@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 from preprocess.text import Word, matrix_language
 from preprocess.text.chat import english_form
-from preprocess.text.lexicon import PARTICLE_VARIANTS, frequencies, split_pinyin
+from preprocess.text.lexicon import PARTICLE_VARIANTS, frequencies, split_pinyin, zh_loans
 from preprocess.text.malay import LETTERS as MALAY_LETTERS
 from preprocess.text.malay import malay
 from preprocess.text.normalize import normalize
@@ -141,8 +141,12 @@ def pronunciations(word: str, lang: str, matrix: str = "ms", around: tuple[str, 
     if lang == "particle" or (lang not in ("ms", "en", "zh") and low in PARTICLE_VARIANTS and not word[0].isupper()):
         return [PARTICLE_PHONES[PARTICLE_VARIANTS.get(low, "lah")].split()]
     if lang == "zh":
-        zh = chinese(word)
-        return [zh] if zh else [malay(word)]  # a dialect loan is spelled as Malay would read it
+        zh = None if low in _dialect_loan_words() else chinese(word)
+        if zh:
+            return [zh]
+        # A Hokkien or Cantonese loan is spelled the Malay way ("kopitiam") or the English way
+        # ("mee", "towkay"): read it as its spelling says.
+        return [malay(word)] if not _NOT_MALAY_SPELLING.search(low) else [english(word)[0]]
     if lang == "en":
         if (said := english_form(word)) and said.lower() != low:
             return [[p for w in said.split() for p in english(w)[0]]]  # u: you, pls: please
@@ -154,6 +158,14 @@ def pronunciations(word: str, lang: str, matrix: str = "ms", around: tuple[str, 
         return [_spoken(word, matrix, around)]
     # Names and interjections: read as the matrix language reads them.
     return english(word) if matrix == "en" and low in _cmudict() else [malay(word)]
+
+
+@functools.cache
+def _dialect_loan_words() -> frozenset[str]:
+    """Words of the documented loans from Chinese varieties other than Mandarin (not pinyin)."""
+    loans = zh_loans()
+    mandarin = {w for loan, variety in loans.items() if "man" in variety for w in loan}
+    return frozenset(w for loan, variety in loans.items() if "man" not in variety for w in loan) - mandarin
 
 
 def malay_word(word: str) -> bool:
