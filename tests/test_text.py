@@ -226,6 +226,7 @@ def test_chat_forms_take_the_language_they_stand_for(text, expected):
     ("semalam ah meng datang", ["ms", "other", "other", "ms"]),
     ("tanya ah ma dulu", ["ms", "zh", "zh", "ms"]),
     ("aunty mah jual kuih", ["en", "other", "ms", "ms"]),
+    ("xie xie ni de bang zhu", ["zh"] * 6),  # "bang" + a pinyin syllable: Mandarin, not abang Zhu
     # A reduplicated Malay word, and dish names, are no particles.
     ("usaha dia sia sia je", ["ms"] * 5),
     ("jom makan lor mee", ["ms", "ms", "zh", "zh"]),

@@ -87,6 +87,8 @@ def name_after_title(tokens: list[Token], i: int) -> bool:
         return low in PARTICLE_VARIANTS or tokens[i].text[:1].isupper()
     if previous not in KIN_TITLES or tokens[i - 1].clause_end or not tokens[i].text.isalpha():
         return False
+    if previous in frequencies().pinyin and pinyin_only(low):
+        return False  # "ni de bang zhu": Mandarin, not abang Zhu
     if low in PARTICLE_VARIANTS:
         return not tokens[i].clause_end and i + 1 < len(tokens)
     return tokens[i].text[:1].isupper() or _rare(low)
