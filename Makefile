@@ -27,7 +27,7 @@ help:
 	@echo "make test           run the test suite (what CI runs)"
 	@echo "make test-slow      the slow tests (more preemption trials)"
 	@echo "make bench          benchmarks"
-	@echo "make eval-text      text frontend vs a lingua baseline on the labelled sets"
+	@echo "make eval-text      text frontend vs a lingua baseline on the labelled sets; the Malay lexicon"
 	@echo "make lint           ruff + hadolint"
 	@echo "make train-all      preprocess + phases 1-4 locally on the embedded defaults"
 	@echo "make train-all CLOUD=1 [RAW_INPUT=s3://...] [AUDIO_HOURS=20]   cost check, then SkyPilot managed jobs"
@@ -52,7 +52,8 @@ bench: setup
 	$(BIN)/python -m pytest -q -m bench -s
 
 eval-text: setup
-	$(BIN)/python -m preprocess.text eval data/text/dev.tsv data/text/check.tsv
+	$(BIN)/python -m preprocess.text eval data/text/dev.tsv data/text/check.tsv data/text/chat.tsv data/text/chat-check.tsv data/text/chat-blind.tsv
+	$(BIN)/python -m preprocess.text eval-lexicon data/text/lexicon.tsv
 
 lint: setup
 	$(BIN)/ruff check infra preprocess trainer tests data
