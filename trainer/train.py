@@ -46,10 +46,11 @@ from trainer.model import (
 )
 from trainer.monitor import Monitor, StepResult
 from trainer.preemption import NoticePoller, StopRequest
+from trainer.validation import CATEGORIES, category_loss
 
 log = logging.getLogger(__name__)
-# Validation categories: (name, dataset phase, which frames count).
-VAL_CATEGORIES = (("single_language", 1, "all"), ("code_switched", 2, "all"), ("particle", 3, "particle"))
+# Validation categories: (name, dataset phase, which frames count); see trainer/validation.py.
+VAL_CATEGORIES = tuple((c.name, c.phase, c.frames) for c in CATEGORIES)
 # Fixed prompts for audio samples: Malay, English, code-switched, and each common particle.
 AUDIO_PROMPTS = {
     "malay": "Selamat pagi, apa khabar hari ini?",
@@ -354,22 +355,17 @@ class PhaseTrainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean unweighted loss per category on fixed validation samples; particle: particle frames."""
+        """Mean unweighted loss per category over exactly its frames (trainer/validation.py)."""
         results = {}
         with self._evaluating():
             for name, _, frames in VAL_CATEGORIES:
                 samples = self.validation.get(name)
                 if not samples:
                     continue
-                losses = []
-                for i in range(0, len(samples), self.plan.batch_size):
-                    chunk = samples[i : i + self.plan.batch_size]
-                    weights = [s.particle_mask.astype(np.float32) for s in chunk] if frames == "particle" else None
-                    batch = build_batch(chunk, self.tokenizer, self.model.config, self.speaker_index,
-                                        weights=weights)
-                    parts = weighted_csm_loss(self.model, batch.to(self.device))
-                    losses.append(parts.loss.item())
-                results[f"val/{name}"] = float(np.mean(losses))
+                loss = category_loss(self.model, self.tokenizer, samples, self.speaker_index, frames,
+                                     self.plan.batch_size, self.device)
+                if loss is not None:
+                    results[f"val/{name}"] = loss
         return results
 
     def _log_audio(self) -> None:
