@@ -162,10 +162,10 @@ class Checkpoints:
                                                     "checkpoints": entries[: self.keep_best]})
 
     def _prune(self, keep: int) -> None:
-        protected = {self._pointer("final.json")} | {e["step"] for e in self.best()}
-        steps = [s for s in self.steps() if s not in protected]
-        for old in steps[: -self.keep_last]:
-            if old != keep:
+        steps = self.steps()
+        protected = {self._pointer("final.json"), keep, *steps[-self.keep_last :]} | {e["step"] for e in self.best()}
+        for old in steps:
+            if old not in protected:
                 self.run.delete(f"{self.prefix}/{step_name(old)}")
 
     def restore_latest(self, workdir: Path) -> Restored | None:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from infra.settings import Settings
 from infra.storage import Store
 from trainer.evaluate import eval_prefix
@@ -286,17 +288,19 @@ document.querySelectorAll("#ab button").forEach(b =>
 </script></body></html>"""
 
 
+class Answer(BaseModel):
+    """One answer posted by the page: a MOS score or an A/B choice for a trial."""
+
+    rater: str
+    trial: str
+    score: int | None = None
+    choice: str | None = None
+
+
 def app(test: Test, run: Store) -> Any:
     """The FastAPI application: the page, the next trial, answers, and the (blind) audio."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, Response
-    from pydantic import BaseModel
-
-    class Answer(BaseModel):
-        rater: str
-        trial: str
-        score: int | None = None
-        choice: str | None = None
 
     web = FastAPI(title="Suara listening test", docs_url=None, redoc_url=None, openapi_url=None)
     cache: dict[str, bytes] = {}
