@@ -87,8 +87,8 @@ def test_a_rater_scores_every_clip_in_a_headless_browser(tmp_path, make_settings
             if driver.find_element(By.ID, "done").is_displayed():
                 break
             # Rating buttons are enabled only when every clip of the trial has loaded in the browser.
-            button = wait.until(lambda d: next((b for b in d.find_elements(By.CSS_SELECTOR, "#mos button, #ab button")
-                                                if b.is_displayed() and b.is_enabled()), False))
+            wait.until(lambda d: next((b for b in d.find_elements(By.CSS_SELECTOR, "#mos button, #ab button")
+                                       if b.is_displayed() and b.is_enabled()), False))
             audio = driver.find_elements(By.CSS_SELECTOR, "#clips audio")
             assert all(driver.execute_script("return arguments[0].duration", a) > 0.3 for a in audio)
             assert all("/audio/" in a.get_attribute("src") and "phase" not in a.get_attribute("src") for a in audio)
