@@ -82,6 +82,16 @@ def test_report_has_tables_plots_audio_and_compares_phases(evaluated):
     assert "report: " in stdout and "eval/phase2/report.html" in stdout
 
 
+def test_the_packaged_prompts_cover_every_category_and_particle():
+    from preprocess.prosody import load_table
+    from trainer.evaluate import load_prompts
+
+    prompts = load_prompts()
+    assert {"malay", "english", "code_switched"} <= set(prompts)
+    expected = {p for p, e in load_table().particles.items() if e.shapes}
+    assert {f"particle_{p}" for p in expected} <= set(prompts)
+
+
 def test_a_bad_prompts_file_is_refused_with_its_name(tmp_path):
     from trainer.evaluate import load_prompts
 
