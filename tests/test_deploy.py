@@ -13,7 +13,15 @@ import torch
 
 from infra.storage import Store, sha256_file
 from tests.conftest import PYTHON, REPO, copy_store, subprocess_env
-from trainer.checkpoint import CheckpointError, adapter_prefix, fetch_adapter, publish_adapter, pull_adapter
+from trainer.checkpoint import (
+    CheckpointError,
+    Checkpoints,
+    adapter_prefix,
+    fetch_adapter,
+    publish_adapter,
+    pull_adapter,
+    pull_best,
+)
 from trainer.export import model_card
 
 KEY = "adapters/phase3/adapter_model.safetensors"
@@ -87,6 +95,28 @@ def test_a_pull_never_overwrites_a_folder_that_is_not_an_adapter(deploy, tmp_pat
     with pytest.raises(CheckpointError, match="not an adapter pulled before"):
         pull_adapter(run, 3, None, target)
     assert (target / "notes.txt").read_text() == "my notes" and len(list(target.iterdir())) == 1
+
+
+def test_a_best_checkpoint_is_pulled_all_or_nothing_as_well(tmp_path):
+    run = Store(f"file://{tmp_path}/store")
+    ranked = Checkpoints(run, "phase1", keep_last=1, keep_best=2, metric="val_loss")
+    for step, score in [(1, 2.0), (2, 1.0)]:
+        local = tmp_path / f"checkpoint{step}"
+        (local / "weights").mkdir(parents=True)
+        (local / "weights" / "adapter_model.safetensors").write_bytes(f"weights of step {step}".encode())
+        (local / "state.json").write_text("{}")
+        ranked.save(step, local, score=score)
+    target = tmp_path / "pulled" / "best"
+    assert pull_best(run, "phase1", "val_loss", target)["step"] == 2
+    assert (target / "adapter_model.safetensors").read_bytes() == b"weights of step 2"
+    assert json.loads((target / "pulled.json").read_text())["rank"] == 1
+    good = _hashes(target)
+
+    key = "checkpoints/phase1/step_000001/weights/adapter_model.safetensors"
+    run.put_bytes(key, b"weights of step 1, tampered")
+    with pytest.raises(CheckpointError, match="sha256"):
+        pull_best(run, "phase1", "val_loss", target, rank=2)
+    assert _hashes(target) == good and [p.name for p in target.parent.iterdir()] == ["best"]
 
 
 # -- incomplete adapters --------------------------------------------------------------------------
