@@ -240,8 +240,9 @@ def test_the_serve_command_answers_the_official_openai_client_as_the_readme_show
         match = address.search(log_path.read_text())
         assert match, log_path.read_text()[-3000:]
         endpoint = match.group(1)
-        wait_for(lambda: server.poll() is not None or httpx.get(f"http://{endpoint}/readyz").status_code == 200,
-                 "the model to load")
+        # The address is printed once the socket listens: a connection is never refused, at worst it waits.
+        wait_for(lambda: server.poll() is not None
+                 or httpx.get(f"http://{endpoint}/readyz", timeout=120).status_code == 200, "the model to load")
         assert server.poll() is None, log_path.read_text()[-3000:]
 
         snippet = subprocess.run([PYTHON, "-c", readme_client_snippet()], cwd=tmp_path, capture_output=True,

@@ -263,11 +263,13 @@ def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket (port 0: any free port)."""
+    """A listening socket (port 0: any free port). It listens before the address is printed, so a
+    client that connects at once waits in the backlog until uvicorn accepts instead of being refused."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(2048)  # uvicorn's default backlog
     return sock
 
 
