@@ -275,6 +275,7 @@ def _mfa_pass(jobs: list[Utterance], source: Store, pre: Any, workers: int) -> d
 
 
 def _crashed_row(job: Any, why: str) -> Rejected:
+    log.warning("the worker process %s at %s", why, job[0].ref.describe())
     return Rejected.of(job[0].ref, "internal_error", f"the worker process {why} while processing this row")
 
 
@@ -330,7 +331,6 @@ def _isolated(fn: Any, job: Any, on_crash: Callable[[Any, str], Any] | None) -> 
         why = _death(process.exitcode)
         if on_crash is None:
             raise RunError(f"a preprocessing worker {why}") from None
-        log.warning("a worker %s: %s", why, getattr(job[0], "ref", job[0]))
         return on_crash(job, why)
     finally:
         receive.close()
