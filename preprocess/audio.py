@@ -67,8 +67,9 @@ def max_input_duration_s(settings: PreprocessSettings) -> float:
 
 # -- reading files -------------------------------------------------------------------------------
 
-def read_audio(fh: IO[bytes], settings: PreprocessSettings, name: str = "audio") -> Decoded:
-    """The file's audio as a mono clip at the codec's rate, streamed. Raises AudioError."""
+def check_header(fh: IO[bytes], settings: PreprocessSettings, name: str = "audio") -> sf._SoundFileInfo:
+    """The file's header (sample rate, channels, length), refused when the rate or the length is
+    out of bounds: nothing past the header is read. Raises AudioError."""
     info = _probe(fh, name)
     if info.samplerate < settings.min_input_rate_hz:
         raise AudioError("low_sample_rate", f"sample rate {info.samplerate} Hz is under "
@@ -78,6 +79,12 @@ def read_audio(fh: IO[bytes], settings: PreprocessSettings, name: str = "audio")
         raise AudioError("duration_out_of_bounds", f"{name} is {info.frames / info.samplerate:.1f} s long by its "
                                                    f"header, over {bound:g} s (preprocess.max_input_duration_s); "
                                                    "not decoded")
+    return info
+
+
+def read_audio(fh: IO[bytes], settings: PreprocessSettings, name: str = "audio") -> Decoded:
+    """The file's audio as a mono clip at the codec's rate, streamed. Raises AudioError."""
+    info = check_header(fh, settings, name)
     cut = missing_tail(fh, info.format)
     if cut:
         raise AudioError("truncated_audio", f"{name} is truncated: {cut}")

@@ -7,7 +7,10 @@ size, never stalled for long, hashed on the way.
 - Only regular files are opened: `stat` is checked before `open`, and again on the opened
   descriptor (opened with O_NONBLOCK, so a FIFO swapped in between cannot block the open): a
   folder, FIFO, device or socket is `unreadable_audio`, as is a symlink loop or a name too long.
-- A file larger than `max_audio_mb` is refused from its size, before it is read (`file_too_large`).
+- A local file's header is probed in place (`probe`: sample rate, length) before it is copied, so
+  a file over the length bound is refused having read only its header; a file larger than
+  `max_audio_mb` is refused from its size (`file_too_large`). (An object in S3 is probed after it is
+  copied: probing some formats in place would fetch them whole in small ranges.)
 - The bytes are read in blocks by a helper thread; when no block arrives for `read_timeout_s` (a
   stalled network filesystem or object-store read), the read is abandoned (the helper is left to
   finish or hang on its own, as a blocked system call cannot be interrupted) and the row is
@@ -49,13 +52,15 @@ class Fetched:
         self.file.close()
 
 
-def fetch(source: Store, key: str, pre: PreprocessSettings) -> Fetched:
-    """A local copy of the input's file `key` (a normalised relative path). Raises RowError."""
+def fetch(source: Store, key: str, pre: PreprocessSettings,
+          probe: Callable[[IO[bytes], str], None] | None = None) -> Fetched:
+    """A local copy of the input's file `key` (a normalised relative path). `probe(file, uri)` may
+    refuse a local file from its header, by raising RowError, before it is copied. Raises RowError."""
     uri = source.uri(key)
     limit = int(pre.max_audio_mb * (1 << 20))
     opener: Callable[[], Any]
     if source.scheme == "file":
-        opener = lambda: _open_local(source.root, key, uri, limit)  # noqa: E731
+        opener = lambda: _open_local(source.root, key, uri, limit, probe)  # noqa: E731
     else:
         opener = lambda: _open_object(source, uri, limit)  # noqa: E731
     blocks: queue.Queue[Any] = queue.Queue(maxsize=4)
@@ -110,25 +115,34 @@ def _put(blocks: queue.Queue[Any], item: Any, abandoned: threading.Event) -> boo
     return False
 
 
-def _open_local(root: str, key: str, uri: str, limit: int) -> IO[bytes]:
+def _open_local(root: str, key: str, uri: str, limit: int,
+                probe: Callable[[IO[bytes], str], None] | None) -> IO[bytes]:
     real_root = os.path.realpath(root)
     real = os.path.realpath(os.path.join(root, key))
     if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
         raise RowError("path_outside_input", f"{uri} leads to {real}, outside the input folder {real_root}, "
                                              "through a symbolic link; copy the file into the input folder")
     _regular(os.stat(real).st_mode, uri)  # before open: a FIFO or device is never opened
-    size = os.stat(real).st_size
-    if size > limit:
-        raise RowError("file_too_large", f"{uri} is {size / (1 << 20):.1f} MiB, over preprocess.max_audio_mb "
-                                         f"({limit / (1 << 20):g} MiB)")
     fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
-        _regular(os.fstat(fd).st_mode, uri)  # the same file that was checked, not one swapped in since
+        st = os.fstat(fd)
+        _regular(st.st_mode, uri)  # the same file that was checked, not one swapped in since
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb", buffering=0)
+        fh = os.fdopen(fd, "rb", buffering=0)
     except BaseException:
         os.close(fd)
         raise
+    try:
+        if probe is not None:
+            probe(fh, uri)
+            fh.seek(0)
+        if st.st_size > limit:
+            raise RowError("file_too_large", f"{uri} is {st.st_size / (1 << 20):.1f} MiB, over "
+                                             f"preprocess.max_audio_mb ({limit / (1 << 20):g} MiB)")
+    except BaseException:
+        fh.close()
+        raise
+    return fh
 
 
 def _open_object(source: Store, uri: str, limit: int) -> IO[bytes]:

@@ -17,7 +17,7 @@ import numpy as np
 from infra.settings import PreprocessSettings
 from infra.storage import Store
 from preprocess import align, mfa
-from preprocess.audio import Cleaned, clean_file
+from preprocess.audio import Cleaned, check_header, clean_file
 from preprocess.features import (
     WordTime,
     f0_energy,
@@ -124,7 +124,7 @@ def _prepare(job: Job, timings: bool) -> Prepared:
     if given not in (None, "") and len(parse_timings(given)) != len(analysis.words):  # before reading audio
         raise RowError("timings_mismatch", f"{len(parse_timings(given))} word timings for {len(analysis.words)} "
                                            f"words ({' '.join(w.text for w in analysis.words)})")
-    fetched = fetch(_store(source_url, endpoint), row.audio, pre)
+    fetched = fetch(_store(source_url, endpoint), row.audio, pre, probe=lambda fh, uri: check_header(fh, pre, uri))
     try:
         cleaned = clean_file(fetched.file, pre, fetched.uri)
     finally:

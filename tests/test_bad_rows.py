@@ -306,3 +306,23 @@ def test_a_file_over_the_size_bound_is_refused_unread(tmp_path):
     with pytest.raises(RowError) as err:
         fetch(Store(f"file://{tmp_path}"), "big.wav", PreprocessSettings(max_audio_mb=1))
     assert err.value.reason == "file_too_large" and "2.0 MiB" in err.value.detail
+
+
+def test_every_reason_code_is_documented_and_every_code_raised_is_known():
+    import re
+
+    from preprocess.quarantine import REASONS
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("### Bad input"):readme.index("## The cloud path")]
+    documented = {code for row in table.splitlines() if row.startswith("| ")
+                  for code in re.findall(r"`([a-z_]+)`", row.rsplit("|", 2)[-2])}
+    assert documented == set(REASONS)
+    raised = set()
+    for path in (REPO / "preprocess").glob("*.py"):
+        raised |= set(re.findall(r"(?:RowError|AudioError|Rejected\.of\([^,]+,|_mark)\(\s*\"([a-z_]+)\"",
+                                 path.read_text()))
+        raised |= set(re.findall(r"Rejected\.of\([^\n]*?, \"([a-z_]+)\"", path.read_text()))
+        raised |= set(re.findall(r"Rejected\([^\n]*?, \"([a-z_]+)\"", path.read_text()))
+    assert raised and raised <= set(REASONS), raised - set(REASONS)
