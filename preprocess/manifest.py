@@ -38,7 +38,7 @@ from typing import Any
 
 from infra.storage import Store
 from preprocess.features import parse_timings
-from preprocess.quarantine import Rejected, RowError, RowRef, internal_detail
+from preprocess.quarantine import Rejected, RowError, RowRef, guarded
 from preprocess.shards import KEY_MAX_BYTES, KEY_RULE, key_problem
 from preprocess.text.lexicon import PARTICLE_VARIANTS
 
@@ -237,16 +237,15 @@ def read_manifest(source: Store) -> Iterator[Utterance | Rejected]:
 
 def _parse(record: dict[str, Any], line: int, taken: set[str]) -> Utterance | Rejected:
     ref = RowRef(line, _raw_text(record.get("id")), _raw_text(record.get("audio")))
-    try:
-        derived = None
-        if given_id(record) is None and isinstance(record.get("audio"), str):
-            derived = derive_id(audio_key(record["audio"]), taken)
-            taken.add(derived)
-        return Utterance.from_dict(record, line, derived)
-    except RowError as exc:
-        return Rejected.of(ref, exc.reason, exc.detail)
-    except Exception as exc:  # the one guard's rule, here without a row yet
-        return Rejected.of(ref, "internal_error", internal_detail("manifest", exc))
+    return guarded(ref, "manifest", _utterance, record, line, taken)
+
+
+def _utterance(record: dict[str, Any], line: int, taken: set[str]) -> Utterance:
+    derived = None
+    if given_id(record) is None and isinstance(record.get("audio"), str):
+        derived = derive_id(audio_key(record["audio"]), taken)
+        taken.add(derived)
+    return Utterance.from_dict(record, line, derived)
 
 
 def _raw_text(value: Any) -> str | None:

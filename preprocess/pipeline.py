@@ -13,7 +13,7 @@ import json
 import logging
 import multiprocessing
 import os
-import signal
+import re
 import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -285,9 +285,9 @@ def _ordered(pool: Workers | None, fn: Any, jobs: list[Any], window: int,
     in a bounded queue, so memory does not grow with the corpus (Executor.map submits everything).
 
     A worker process that dies (a decoder crash, the kernel's out-of-memory killer, the row
-    deadline) breaks the whole pool and every job in flight with it. The pool is then rebuilt,
-    and the jobs that were in flight run again one at a time, each in a process of its own: the
-    one that dies again is the culprit, and `on_crash(job, why)` stands for its result."""
+    deadline) breaks the whole pool and fails every job in flight with it. The pool is then
+    rebuilt and those jobs run again one at a time: one that breaks the pool alone is the culprit,
+    and `on_crash(job, why)` stands for its result. The others run as if nothing happened."""
     if pool is None:
         yield from map(fn, jobs)
         return
@@ -307,7 +307,7 @@ def _ordered(pool: Workers | None, fn: Any, jobs: list[Any], window: int,
                 if done.done() and not isinstance(done.exception(), BrokenProcessPool):
                     yield done.result()
                 else:
-                    yield _isolated(fn, suspect, on_crash)
+                    yield _alone(pool, fn, suspect, on_crash)
             for job in itertools.islice(upcoming, window):
                 flight.append((job, pool.submit(fn, job)))
             continue
@@ -317,70 +317,50 @@ def _ordered(pool: Workers | None, fn: Any, jobs: list[Any], window: int,
         yield result
 
 
-def _isolated(fn: Any, job: Any, on_crash: Callable[[Any, str], Any] | None) -> Any:
-    """fn(job) in a process of its own; on_crash(job, why) if that process dies."""
-    ctx = multiprocessing.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_run_one, args=(fn, job, send, os.getpid()), daemon=True)
-    process.start()
-    send.close()
+def _alone(pool: Workers, fn: Any, job: Any, on_crash: Callable[[Any, str], Any] | None) -> Any:
+    """fn(job) with nothing else in flight; on_crash(job, why) if it breaks the pool."""
     try:
-        failed, value = receive.recv()
-    except EOFError:
-        process.join()
-        why = _death(process.exitcode)
+        return pool.submit(fn, job).result()
+    except BrokenProcessPool:
+        why = pool.restart()
         if on_crash is None:
             raise RunError(f"a preprocessing worker {why}") from None
         return on_crash(job, why)
-    finally:
-        receive.close()
-    process.join()
-    if failed:
-        raise value
-    return value
-
-
-def _run_one(fn: Any, job: Any, send: Any, parent_pid: int) -> None:
-    worker_init(parent_pid)
-    try:
-        result = (False, fn(job))
-    except BaseException as exc:  # a fault of the run: the parent raises it
-        result = (True, exc)
-    send.send(result)
-    send.close()
-
-
-def _death(exitcode: int | None) -> str:
-    if exitcode == -signal.SIGALRM:
-        return "ran past preprocess.row_timeout_s and was stopped"
-    if exitcode == -signal.SIGKILL:
-        return "was killed (SIGKILL: out of memory?)"
-    if exitcode is not None and exitcode < 0:
-        return f"died of signal {signal.Signals(-exitcode).name}"
-    return f"exited with status {exitcode}"
 
 
 class Workers:
-    """Worker processes for the per-row work (spawned: they never inherit torch's threads), which
-    can be rebuilt when one of them dies."""
+    """Worker processes for the per-row work (spawned: they never inherit torch's threads), rebuilt
+    when one dies. Each writes why it died (faulthandler) to a file of its own in `crash_dir`."""
 
     def __init__(self, workers: int):
         self.workers = workers
+        self._crash_dir = tempfile.TemporaryDirectory(prefix="suara-workers-")
         self.pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=worker_init, initargs=(os.getpid(),))
+                                   initializer=worker_init, initargs=(os.getpid(), self._crash_dir.name))
 
     def submit(self, fn: Any, job: Any) -> Future:
         return self.pool.submit(fn, job)
 
-    def restart(self) -> None:
+    def restart(self) -> str:
+        """A new pool after one broke; why a worker of the old one died."""
         self.pool.shutdown(wait=True, cancel_futures=True)
+        logs = [p.read_text(errors="replace") for p in Path(self._crash_dir.name).glob("*.log")]
+        for p in Path(self._crash_dir.name).glob("*.log"):
+            p.unlink()
         self.pool = self._start()
+        fatal = next((m.group(1) for text in logs for m in [re.search(r"Fatal Python error: (.+)", text)] if m), None)
+        if any(text.startswith("Timeout (") or "\nTimeout (" in text for text in logs):
+            return "ran past preprocess.row_timeout_s and was stopped"
+        if fatal:
+            return f"crashed ({fatal.strip()})"
+        return "was killed (by the out-of-memory killer?)"
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self._crash_dir.cleanup()
 
 
 @contextmanager

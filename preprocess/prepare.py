@@ -8,6 +8,8 @@ main process (preprocess/pipeline.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,19 +48,37 @@ class Prepared:
 
 
 _stores: dict[tuple[str, str | None], Store] = {}
-_in_worker = False  # set in worker processes, where a row past its deadline may end the process
+_crash_log: Any = None  # in a worker process: where faulthandler writes why the process died
 
 
-def worker_init(parent_pid: int) -> None:
-    """Worker initializer: die with the parent, and let SIGALRM end the process (the row deadline,
-    armed by `prepare`: the parent sees the worker die and quarantines the row). A signal's default
-    action works even while a decoder loops in C, where a Python handler would never run."""
-    import signal
+def worker_init(parent_pid: int, crash_dir: str | None = None) -> None:
+    """Worker initializer: die with the parent; with `crash_dir`, write why this process dies (a
+    fatal signal, or the row deadline of `row_deadline`) to a file there, for the parent to read.
+    faulthandler does both from C, so it works even while a decoder loops or crashes in C."""
+    import faulthandler
+    import os
 
-    global _in_worker
+    global _crash_log
     die_with_parent(parent_pid)
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    _in_worker = True
+    if crash_dir is not None:
+        _crash_log = open(Path(crash_dir) / f"worker-{os.getpid()}.log", "w")  # noqa: SIM115 (for the process)
+        faulthandler.enable(_crash_log)
+
+
+@contextmanager
+def row_deadline(seconds: float) -> Iterator[None]:
+    """In a worker process, end the process if the block runs past `seconds` (the parent sees the
+    worker die and quarantines the row); elsewhere, nothing."""
+    import faulthandler
+
+    if _crash_log is None:
+        yield
+        return
+    faulthandler.dump_traceback_later(seconds, exit=True, file=_crash_log)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -95,23 +115,19 @@ def for_mfa(job: tuple[Utterance, str, str | None, PreprocessSettings, Path]) ->
     if isinstance(outcome, Rejected):
         return None  # the main pass quarantines it
     words = [Word(**w) for w in outcome.analysis["words"]]
-    mfa.write_item(root, row.id, row.speaker_id, outcome.audio, pre.sample_rate_hz, [w.text for w in words])
+    written = guarded(row.ref, "MFA corpus", mfa.write_item, root, row.id, row.speaker_id, outcome.audio,
+                      pre.sample_rate_hz, [w.text for w in words])
+    if isinstance(written, Rejected):
+        return None  # not aligned by MFA; the main pass aligns it another way
     return row.id, row.speaker_id, words
 
 
 def prepare(job: Job, timings: bool = True) -> Prepared | Rejected:
     """`job`: the row, where its audio lives, the settings, and word timings from a corpus-level
     aligner (MFA) or None. Whatever the row causes ends as its Rejected entry (quarantine.guarded);
-    in a worker process, a row still running after row_timeout_s ends the process (see worker_init)."""
-    import signal
-
-    if _in_worker:
-        signal.setitimer(signal.ITIMER_REAL, job[3].row_timeout_s)
-    try:
+    in a worker process, a row still running after row_timeout_s ends the process (row_deadline)."""
+    with row_deadline(job[3].row_timeout_s):
         return guarded(job[0].ref, "prepare", _prepare, job, timings)
-    finally:
-        if _in_worker:
-            signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _prepare(job: Job, timings: bool) -> Prepared:
