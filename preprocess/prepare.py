@@ -132,6 +132,10 @@ def prepare(job: Job, timings: bool = True) -> Prepared | Rejected:
 
 def _prepare(job: Job, timings: bool) -> Prepared:
     row, source_url, endpoint, pre, aligned = job
+    most = pre.max_chars_per_s * pre.max_duration_s
+    if len(row.text) > 4 * most:  # 4x: room for blanks, punctuation and markup; never analysed
+        raise RowError("speaking_rate", f"a transcript of {len(row.text)} characters cannot be said in "
+                                        f"{pre.max_duration_s:g} s (at most about {most:g} letters)")
     analysis = analyze(row.text)
     if not analysis.words:
         raise RowError("empty_text", f"transcript {row.text!r} has no words")

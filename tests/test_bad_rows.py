@@ -328,3 +328,12 @@ def test_every_reason_code_is_documented_and_every_code_raised_is_known():
         raised |= set(re.findall(r"Rejected\.of\([^\n]*?, \"([a-z_]+)\"", path.read_text()))
         raised |= set(re.findall(r"Rejected\([^\n]*?, \"([a-z_]+)\"", path.read_text()))
     assert raised and raised <= set(REASONS), raised - set(REASONS)
+
+
+def test_a_transcript_too_long_to_be_said_is_refused_before_it_is_analysed(tmp_path):
+    from preprocess.prepare import prepare
+
+    pre = PreprocessSettings()
+    row = Utterance.from_dict({**SAMPLE_ROWS["cs_001_01"], "text": "panjang " * 100_000}, line=1)
+    outcome = prepare((row, f"file://{SAMPLE}", None, pre, None))
+    assert (outcome.reason, outcome.line) == ("speaking_rate", 1) and "800000 characters" in outcome.detail
