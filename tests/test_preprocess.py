@@ -54,7 +54,7 @@ def test_shard_samples_carry_codes_tags_and_masks(preprocessed_store, tmp_path):
     particle_words = [t for w, t in zip(sample.words, sample.word_times, strict=True) if w["lang"] == "particle"]
     marked = np.flatnonzero(sample.particle_mask) / 12.5
     assert marked.size and all(any(s - 0.08 <= f <= e for s, e in particle_words) for f in marked)
-    assert (sample.f0_hz > 0).mean() > 0.3
+    assert sample.f0_hz.shape == (frames,) and (sample.f0_hz > 0).mean() > 0.3
     assert sample.split == split_of(sample.id) == "train"
 
 
@@ -184,7 +184,7 @@ def test_data_report_has_its_plots_and_the_quarantine(preprocessed_store, tmp_pa
     assert "Particle prosody against the expected table" in page
     assert re.search(r"<td>lah</td><td>\d+</td>", page) and "rise_fall" in page
     assert run_store.get_json("data/manifest.json")["report"] == "report.html"
-    sample = shard_sample(0, 10, words=[{"text": "leh", "lang": "particle", "particle": "leh"}],
+    sample = shard_sample(0, frames=10, speaker="s", words=[{"text": "leh", "lang": "particle", "particle": "leh"}],
                           word_times=[[0.0, 0.8]], f0_hz=np.linspace(100, 200, 10).astype(np.float32))
     rising = particle_contours([sample], {"s": 150.0})["leh"]
     assert rising[0] < 0 < rising[-1] and np.all(np.diff(rising) > 0)
