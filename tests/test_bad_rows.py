@@ -33,7 +33,7 @@ def sample_row(utt_id: str, **fields) -> dict:
 
 def kept_and_quarantined(settings) -> tuple[dict[str, dict], list[dict]]:
     """Samples of the run (phases 1-3) by id, and its quarantine lines."""
-    from streaming import StreamingDataset
+    from trainer.shared_memory import open_dataset
 
     run_store = Store.for_run(settings)
     manifest = run_store.get_json("data/manifest.json")
@@ -43,7 +43,7 @@ def kept_and_quarantined(settings) -> tuple[dict[str, dict], list[dict]]:
             continue
         local = Path(settings.cache_dir) / "streaming" / settings.run_id / key
         shutil.rmtree(local, ignore_errors=True)
-        ds = StreamingDataset(remote=run_store.uri(f"data/{key}"), local=str(local), batch_size=1)
+        ds = open_dataset(remote=run_store.uri(f"data/{key}"), local=str(local), batch_size=1)
         for i in range(len(ds)):
             assert ds[i]["id"] not in kept, f"{ds[i]['id']} kept twice"
             kept[ds[i]["id"]] = ds[i]

@@ -230,12 +230,12 @@ def _codes_of(data: bytes, digest: str, cache_dir: str) -> str:
 
 
 def shard_samples(run_store: Store, manifest: dict, cache: Path) -> list[dict]:
-    from streaming import StreamingDataset
+    from trainer.shared_memory import open_dataset
 
     samples = []
     for key in manifest["buckets"]:
         if not key.startswith("phase4/"):
-            ds = StreamingDataset(remote=run_store.uri(f"data/{key}"), local=str(cache / key), batch_size=1)
+            ds = open_dataset(remote=run_store.uri(f"data/{key}"), local=str(cache / key), batch_size=1)
             samples += [ds[i] for i in range(len(ds))]
     return samples
 
