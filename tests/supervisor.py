@@ -18,6 +18,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 STEP = re.compile(r"step (\d+)/")
@@ -80,8 +81,10 @@ class Supervisor:
                 return result  # finished, or a final error: a managed job stops here
         raise RuntimeError(f"still not finished after {self.max_attempts} attempts")
 
-    def attempt(self, preemption: Preemption | None = None) -> Attempt:
-        """Run the command once, preempting it as planned; no restart."""
+    def attempt(self, preemption: Preemption | None = None,
+                on_line: Callable[[str], object] | None = None) -> Attempt:
+        """Run the command once, preempting it as planned; no restart. `on_line` sees every log line
+        as it is written (to break something at a point of the job's progress)."""
         start = time.monotonic()
         lines: list[str] = []
         fired: list[str] = []
@@ -91,6 +94,8 @@ class Supervisor:
             def read() -> None:
                 for line in proc.stderr:
                     lines.append(line)
+                    if on_line is not None:
+                        on_line(line)
                     if preemption is not None and not fired and _due(line, preemption.at_step):
                         fired.append(preemption.kind)
                         proc.send_signal(signal.SIGTERM if preemption.kind == "SIGTERM" else signal.SIGKILL)
