@@ -90,6 +90,12 @@ class BudgetSettings(_Strict):
     # Start-up (image, model download and load) before the first step, until an attempt measured it.
     startup_seconds_estimate: float = Field(default=120.0, ge=0)
     heartbeat_s: float = Field(default=60.0, gt=0)
+    # When the task started paying (Unix seconds; the task files set it as their first command), so
+    # spend counts preflight, downloads and model loading too. None: from the process's start.
+    task_started_at: float | None = None
+    # Provisioning and the image pull before a task starts, which no process sees: charged once per
+    # attempt (each recovery pays its own start-up).
+    provision_seconds_estimate: float = Field(default=0.0, ge=0)
 
 
 class LoggingSettings(_Strict):

@@ -6,6 +6,10 @@ import argparse
 import logging
 import os
 import sys
+import time
+
+# Spend counts from here when the task file does not say when the task started paying.
+PROCESS_START = time.monotonic()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             source = input_store(args.input, settings)
             report = run(settings, source, progress=not args.no_progress, rank=args.rank,
                          world_size=args.world_size)
+            _pay(settings, args.rank)
     except (SettingsError, ManifestError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     if not report.merged:
@@ -74,6 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  data manifest: {report.manifest_uri}")
     print(f"  quarantine:    {report.quarantine_uri}")
     return 0
+
+
+def _pay(settings, rank: int) -> None:
+    """This rank's spend into the run's ledger (preprocessing holds a GPU too)."""
+    from infra.ledger import paid_since, write_entry
+    from infra.price import hourly_price
+    from infra.storage import Store
+
+    price = hourly_price(settings.budget.hourly_price_usd, dict(os.environ))
+    hours = (time.monotonic() - paid_since(settings.budget.task_started_at, PROCESS_START)) / 3600
+    usd = hours * price.usd + settings.budget.provision_seconds_estimate / 3600 * price.usd
+    write_entry(Store.for_run(settings), f"preprocess/rank_{rank:03d}", usd, price.usd, price_source=price.source)
+    logging.getLogger("preprocess").info("preprocessing rank %d spent $%.4f at $%.4f/h (%s)", rank, usd, price.usd,
+                                         price.source)
 
 
 if __name__ == "__main__":
