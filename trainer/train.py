@@ -120,7 +120,7 @@ class PhaseTrainer:
         state = self._resume(restored)
         self._claim_fence()
         self._open_budget(state)
-        self.logger = RunLogger(self.settings, self.scope, state.get("wandb_run_id"))
+        self.logger = RunLogger(self.settings, self.scope, state.get("wandb_run_id"), upload_to=self.run.child("wandb"))
         self.validation = self._load_validation()
 
     def _open_run(self) -> None:
