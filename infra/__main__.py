@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                                            f"(exit {PREFLIGHT_FAILED} with every problem listed)")
     pre.add_argument("--config", help="YAML settings file (default: $SUARA_CONFIG)")
     pre.add_argument("--stage", choices=["preprocess", "train"], required=True)
+    gl = sub.add_parser("gpu-lock", help="print requirements/gpu-lock.txt from a `pip install --dry-run --report`")
+    gl.add_argument("report", type=Path)
     s3 = sub.add_parser("s3-server", help="run a local S3-compatible endpoint on 127.0.0.1 until Ctrl-C")
     s3.add_argument("--port", type=int, default=9000)
     s3.add_argument("--bucket", default="suara")
@@ -99,6 +101,15 @@ def main(argv: list[str] | None = None) -> int:
         except (SettingsError, CostError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        return 0
+
+    if args.command == "gpu-lock":
+        report = json.loads(args.report.read_text())
+        pins = sorted((i["metadata"]["name"], i["metadata"]["version"]) for i in report["install"]
+                      if i["metadata"]["name"].lower() != "suara")
+        print("# The GPU image's Python packages, pinned: the runtime dependencies of pyproject.toml plus")
+        print("# requirements/gpu.txt, resolved with lock.txt as constraints (`make gpu-lock`); no dev tools.")
+        print("\n".join(f"{name}=={version}" for name, version in pins))
         return 0
 
     if args.command == "preflight":

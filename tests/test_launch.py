@@ -114,9 +114,11 @@ def test_runpod_logs_in_as_the_images_user_and_vast_runs_the_container_as_root(s
     env, launched = sky_on_path
     command = next(c for s, c in launch_lines() if s == "phase1.yaml" and "jobs launch" in c)
     assert run_as_typed(command, {**env, **SHELL}).returncode == 0
-    user = re.search(r"^USER (\S+)", (REPO / "Dockerfile").read_text(), re.M).group(1)
+    docker = (REPO / "Dockerfile").read_text()
+    uid, user = re.search(r"useradd .*--uid (\d+) (\w+)", docker).groups()
+    assert re.search(rf"^USER {uid}\b", docker, re.M)  # the image's login user
     by_cloud = {r["cloud"]: r for r in launched()[0]["tasks"][0]["resources"]}
-    assert by_cloud["RunPod"]["runpod_user"] == user.split(":")[0] == "suara"
+    assert by_cloud["RunPod"]["runpod_user"] == user == "suara"
     assert by_cloud["Vast"]["vast_create_instance_kwargs"] == {"user": "root"}
 
 
