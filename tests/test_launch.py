@@ -167,7 +167,8 @@ def test_make_train_all_cloud_launches_every_task_with_the_real_image_and_the_co
 def test_a_private_registry_login_travels_as_secrets(sky_on_path):
     env, launched = sky_on_path
     enable_clouds(Path(env["HOME"]), ["AWS"])
-    login = {"SKYPILOT_DOCKER_USERNAME": "me", "SKYPILOT_DOCKER_PASSWORD": "ghp-test", "SKYPILOT_DOCKER_SERVER": "ghcr.io"}
+    login = {"SKYPILOT_DOCKER_USERNAME": "me", "SKYPILOT_DOCKER_PASSWORD": "ghp-test",
+             "SKYPILOT_DOCKER_SERVER": "ghcr.io"}
     out = subprocess.run([PYTHON, "-m", "infra", "launch", "sky/phase1.yaml"], capture_output=True, text=True,
                          cwd=REPO, env={**env, **SHELL, **login}, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -13,10 +13,9 @@ from infra.price import hourly_price
 
 AWS = {"SKYPILOT_CLUSTER_INFO": '{"cloud": "AWS", "region": "us-east-1"}'}
 # Rows in the shape of SkyPilot's aws/vms.csv (test values, not prices to rely on).
-CATALOG = pd.DataFrame([
-    {"InstanceType": "g6.xlarge", "Region": "us-east-1", "AvailabilityZone": "use1-az1", "Price": 0.805, "SpotPrice": 0.31},
-    {"InstanceType": "g6.xlarge", "Region": "us-east-1", "AvailabilityZone": "use1-az4", "Price": 0.805, "SpotPrice": 0.42},
-])
+ROW = {"InstanceType": "g6.xlarge", "Region": "us-east-1", "Price": 0.805}
+CATALOG = pd.DataFrame([{**ROW, "AvailabilityZone": "use1-az1", "SpotPrice": 0.31},
+                        {**ROW, "AvailabilityZone": "use1-az4", "SpotPrice": 0.42}])
 
 
 class MetadataService:
