@@ -113,8 +113,11 @@ lock:
 # requirements/gpu.txt, resolved with lock.txt as constraints, so no locked version can move
 # (tests/test_gpu_lock.py checks the committed report against the lock).
 gpu-lock:
-	$(BIN)/pip install --quiet --dry-run --ignore-installed --report requirements/gpu-report.json \
+	$(BIN)/pip install --quiet --dry-run --ignore-installed --report /tmp/suara-gpu-report.json \
 		-c requirements/lock.txt -r requirements/gpu.txt .
+	$(BIN)/python -c "import json,sys; r=json.load(open('/tmp/suara-gpu-report.json')); \
+		json.dump({'install': [{'metadata': {k: i['metadata'][k] for k in ('name','version')}} for i in r['install']]}, \
+		open('requirements/gpu-report.json','w'), indent=1)"
 	$(BIN)/python -m infra gpu-lock requirements/gpu-report.json > requirements/gpu-lock.txt
 
 clean:
