@@ -17,26 +17,28 @@ from trainer import exit_codes
 
 SKY = REPO / "sky"
 TASKS = ["preprocess", "phase1", "phase2", "phase3", "phase4"]
-GPUS_24GB = {"RTX4090", "RTX3090", "RTXA5000", "L4", "A10G", "A10", "RTXA6000"}
+GPUS_24GB = {"RTX4090", "RTX3090", "RTXA5000", "L4", "A10G", "A10", "RTXA6000", "A6000"}
 
 
 @pytest.mark.parametrize("name", TASKS)
 def test_task_yaml_is_valid_for_skypilot(name):
     import sky
 
-    task = sky.Task.from_yaml(str(SKY / f"{name}.yaml"))
+    required = [("SUARA_STORE", "s3://b/p"), ("SUARA_RUN_ID", "r"), ("RAW_INPUT", "s3://b/raw/")]
+    task = sky.Task.from_yaml_config(yaml.safe_load((SKY / f"{name}.yaml").read_text()), env_overrides=required)
     assert task.name == f"suara-{name}"
     for resources in task.resources:
         assert set(resources.accelerators) <= GPUS_24GB
         assert resources.use_spot == (str(resources.cloud) != "Lambda")
         assert resources.job_recovery["recover_on_exit_codes"] == list(exit_codes.RETRYABLE)
-        assert resources.job_recovery["max_restarts_on_errors"] == 0
+        assert resources.job_recovery["max_restarts_on_errors"] == exit_codes.MAX_RESTARTS_ON_ERRORS
 
 
 def test_pipeline_runs_preprocess_then_the_four_phases_in_order():
     from sky.utils import dag_utils
 
-    dag = dag_utils.load_chain_dag_from_yaml(str(SKY / "pipeline.yaml"))
+    dag = dag_utils.load_chain_dag_from_yaml(str(SKY / "pipeline.yaml"), env_overrides=[
+        ("SUARA_STORE", "s3://b/p"), ("SUARA_RUN_ID", "r"), ("RAW_INPUT", "s3://b/raw/")])
     assert [t.name for t in dag.tasks] == [f"suara-{n}" for n in TASKS]
     assert [t.run.strip().splitlines()[-1] for t in dag.tasks] == [
         yaml.safe_load((SKY / f"{n}.yaml").read_text())["run"].strip().splitlines()[-1] for n in TASKS
@@ -95,8 +97,10 @@ def test_cloud_launch_is_refused_with_every_reason_when_nothing_is_configured():
 
 
 def test_launch_passes_settings_as_envs_and_credentials_as_secrets():
+    from infra.launch import tasks_of
+
     settings = load_settings(store="s3://bkt/suara", run_id="r7", model="sesame/csm-1b", codec="kyutai/mimi")
-    cmd = launch_command(SKY / "pipeline.yaml", settings, "s3://bkt/raw/", ["AWS_ACCESS_KEY_ID"])
+    cmd = launch_command(SKY / "pipeline.yaml", settings, "s3://bkt/raw/", {}, tasks_of(SKY / "pipeline.yaml"))
     assert cmd[1:3] == ["jobs", "launch"]
     assert "SUARA_STORE=s3://bkt/suara" in cmd and "SUARA_RUN_ID=r7" in cmd and "RAW_INPUT=s3://bkt/raw/" in cmd
     assert cmd[cmd.index("--secret") + 1] == "AWS_ACCESS_KEY_ID"
@@ -112,7 +116,8 @@ def test_make_train_all_cloud_fails_clearly_without_cloud_access():
 def test_preprocessing_can_spread_over_nodes():
     import sky
 
-    task = sky.Task.from_yaml(str(SKY / "preprocess.yaml"))
+    task = sky.Task.from_yaml_config(yaml.safe_load((SKY / "preprocess.yaml").read_text()), env_overrides=[
+        ("SUARA_STORE", "s3://b/p"), ("SUARA_RUN_ID", "r"), ("RAW_INPUT", "s3://b/raw/")])
     assert task.num_nodes == 1
     task.num_nodes = 4  # what --num-nodes 4 does; each node's rank comes from SKYPILOT_NODE_RANK
     out = subprocess.run([PYTHON, "-m", "preprocess", "run", "--help"], capture_output=True, text=True, cwd=REPO)

@@ -58,7 +58,7 @@ def test_over_the_cap_is_refused_saying_by_how_much():
 
 def test_hourly_limit_of_the_pipeline_filters_options():
     limit = pipeline_max_hourly_cost(REPO / "sky" / "pipeline.yaml")
-    assert limit == 1.5
+    assert limit == 1.10
     assert all(e.option.hourly_usd <= 0.2 for e in estimate(load_settings(), 20, 2, max_hourly_usd=0.2))
 
 
