@@ -4,15 +4,17 @@
 # Base: plain Debian with Python 3.11. torch 2.14.1 from PyPI ships its own CUDA 13 libraries
 # (nvidia-* wheels), so a CUDA base image would only add a second copy; the host needs an NVIDIA
 # driver >= 580, which `python -m infra preflight` checks at the start of every task.
-# Python packages: requirements/gpu-lock.txt (the runtime part of lock.txt plus the GPU extras,
-# resolved with lock.txt as constraints; no test or lint tools), installed with the lock as
-# constraints. Montreal Forced Aligner comes from conda-forge (not installable from PyPI) in its
-# own environment, so neither resolver can break the other.
-# Expected size: ~9.5 GB unpacked (~4.5 GB compressed pull): python:3.11-slim 0.13, apt 0.06,
-# MFA env ~1.3, Python packages 7.7 (torch 1.2 + its CUDA 13 wheels 3.2 + triton 0.9 + the rest)
-# measured from the installed runtime set; the old CUDA-runtime base with two conda Pythons, the
-# dev tools and Unsloth's stack was est. 12-15 GB. Layers go from rarely to often changed, so a
-# code change re-pulls only the last small layers.
+# Python packages: requirements/gpu-lock.txt (the runtime part of lock.txt plus the GPU extras of
+# requirements/gpu.txt: Unsloth, which train.backend=auto uses on CUDA, and bitsandbytes; resolved
+# with lock.txt as constraints, so no locked version moves; no test or lint tools), installed with
+# the lock as constraints. Montreal Forced Aligner comes from conda-forge (not installable from
+# PyPI) in its own environment, so neither resolver can break the other.
+# Expected size: ~9.8 GB unpacked (~4.6 GB compressed pull): python:3.11-slim 0.13, apt 0.06, MFA
+# env ~1.3 (estimated), Python packages 8.2 (measured: the runtime set as installed 7.9, of which
+# torch 1.2, its CUDA 13 wheels 3.4, triton 0.9; Unsloth's stack with bitsandbytes, xformers,
+# torchao and trl 0.3 from their wheels). The old CUDA-runtime base with two conda Pythons and the
+# dev tools was est. 12-15 GB. Layers go from rarely to often changed, so a code change re-pulls
+# only the last small layers.
 
 FROM mambaorg/micromamba:2.0.5 AS micromamba
 

@@ -45,7 +45,7 @@ def test_gpu_lock_is_the_report_without_dev_tools(report):
                 for i in report["install"] if i["metadata"]["name"].lower() != "suara"}
     assert gpu == resolved
     assert not DEV_ONLY & set(gpu)
-    assert {"torch", "s3fs", "fsspec", "bitsandbytes"} <= set(gpu)
+    assert {"torch", "s3fs", "fsspec", "bitsandbytes", "unsloth", "xformers"} <= set(gpu)
 
 
 def test_the_dockerfile_installs_the_gpu_lock_with_the_lock_as_constraints():
