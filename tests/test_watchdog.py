@@ -7,6 +7,7 @@ so the managed job resumes instead of paying for a stuck GPU.
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -148,14 +149,27 @@ def test_a_write_that_hangs_ends_the_attempt_stalled_and_the_recovered_job_ends_
     with FaultyS3(s3_endpoint) as net:
         chaos = settings_at(net.url, f"chaos-{tmp_path.name}")
         upload_store(preprocessed_store, Store.from_settings(chaos))
-        # Once step 7 is logged, every request hangs: the next one is step 10's checkpoint upload.
         sup = Supervisor(cmd, subprocess_env(chaos, SUARA_STORAGE__READ_TIMEOUT_S="3600"), exit_codes.RETRYABLE)
-        first = sup.attempt(on_line=lambda line: "phase1 step 7/" in line and setattr(net, "hang", True))
-        assert first.returncode == exit_codes.STALLED, first.stderr[-3000:]
-        assert "no progress for" in first.stderr
-        net.heal()
-        second = sup.attempt()
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "resumed phase1 from step 5" in second.stderr
+        attempts, hung_in = [], []
+
+        def break_the_network(line: str) -> None:
+            # Once step 7 is logged, every request hangs (the next is step 10's checkpoint upload).
+            if not hung_in and "phase1 step 7/" in line:
+                net.hang = True
+                hung_in.append(len(attempts))
+
+        # A managed job: retryable exits are restarted. On a slow machine an attempt may also stall
+        # before the network breaks; that is recovered the same way and changes nothing below.
+        while not attempts or attempts[-1].returncode in exit_codes.RETRYABLE:
+            assert len(attempts) < 8, [a.returncode for a in attempts]
+            attempts.append(sup.attempt(on_line=break_the_network))
+            if hung_in:
+                net.heal()
+    hung, recovered = attempts[hung_in[0]], attempts[hung_in[0] + 1]
+    assert hung.returncode == exit_codes.STALLED and "no progress for" in hung.stderr, hung.stderr[-3000:]
+    assert attempts[-1].returncode == 0, attempts[-1].stderr[-3000:]
+    resumed = re.search(r"resumed phase1 from step (\d+)", recovered.stderr)
+    assert resumed and 5 <= int(resumed.group(1)) <= 7  # the last checkpoint before the network broke
     key = "runs/shared/adapters/phase1/adapter_model.safetensors"
-    assert Store.from_settings(chaos).get_bytes(key) == Store.from_settings(reference).get_bytes(key)
+    chaos_direct = settings_at(s3_endpoint, f"chaos-{tmp_path.name}")  # the faulty network is gone
+    assert Store.from_settings(chaos_direct).get_bytes(key) == Store.from_settings(reference).get_bytes(key)
