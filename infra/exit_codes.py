@@ -2,10 +2,12 @@
 `python -m trainer train`), shared with the SkyPilot task files.
 
 A managed job always restarts the codes in `job_recovery.recover_on_exit_codes` (RETRYABLE); every
-other non-zero code counts against `job_recovery.max_restarts_on_errors` (MAX_RESTARTS_ON_ERRORS).
-So a final code (bad settings, exhausted budget, fenced, failed preflight) may be retried that
-many times: each such retry stops within its own start-up, because the ledger, the fence and the
-preflight refuse it again at once.
+other non-zero code counts against `job_recovery.max_restarts_on_errors` (MAX_RESTARTS_ON_ERRORS),
+since SkyPilot cannot exempt a code from it. So a final code may be restarted that many times, each
+restart paying a new instance's start-up and then stopping within seconds: bad settings fail at
+load, the budget check reads the ledger before any model is loaded, the preflight runs first (and
+may pass on another host). A fenced instance's restart claims the run again: never run two jobs on
+one run id.
 """
 
 FINISHED = 0

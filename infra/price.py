@@ -82,7 +82,7 @@ def aws_catalog_price(rows: Any, instance_type: str, spot: bool, region: str, zo
 def hourly_price(declared_usd: float, environ: dict[str, str], imds_url: str | None = None,
                  catalog: Callable[[str], Any] = skypilot_catalog) -> HourlyPrice:
     """The price this task counts: the instance's own on AWS, else the declared maximum."""
-    fallback = HourlyPrice(declared_usd, "the task file's declared maximum")
+    fallback = HourlyPrice(declared_usd, "the declared price, SUARA_BUDGET__HOURLY_PRICE_USD")
     base = imds_url or imds_url_for(environ)
     if base is None:
         return fallback

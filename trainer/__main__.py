@@ -115,12 +115,12 @@ def _train(settings, args) -> int:
         raise ValueError("--speaker is for phase 4 only")
     else:
         speakers = [None]
-    started_at: float | None = paid_since(settings.budget.task_started_at, PROCESS_START)
+    started_at: float | None = paid_since(settings.budget, PROCESS_START)
     for speaker in speakers:
         trainer = PhaseTrainer(settings, args.phase, speaker, max_steps=args.max_steps,
                                checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
                                started_at=started_at)
-        started_at = None  # later speakers pay from their own start
+        started_at = None  # later speakers pay from their own start; the attempt's start-up was paid once
         try:
             trainer.setup()
             code = trainer.train()

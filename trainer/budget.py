@@ -1,7 +1,7 @@
 """Money spent, counted across restarts, and the caps that stop a phase.
 
-Spend = hours since the task started paying (its first command, or the process's start) x the
-instance's hourly price (infra/price.py), plus each attempt's provisioning estimate. It is stored
+Spend = hours since the attempt started paying (infra/ledger.py `paid_since`: its provisioning,
+then its first command or the process's start) x the instance's hourly price (infra/price.py). It is stored
 in every checkpoint and in the run's ledger (infra/ledger.py) refreshed every `heartbeat_s`, so a
 restart after a preemption also counts the time since the last checkpoint that it threw away.
 The campaign total is the sum of every scope's ledger entry in the run, preprocessing included.
@@ -32,13 +32,11 @@ class BudgetGuard:
 
     def __post_init__(self) -> None:
         self._start = self.clock() if self.started_at is None else self.started_at
-        # This attempt's provisioning and image pull, which happened before any process could see it.
-        self._provision_usd = self.settings.provision_seconds_estimate / 3600 * self.settings.hourly_price_usd
 
     @property
     def spent(self) -> float:
         hours = (self.clock() - self._start) / 3600
-        return self.spent_before + self._provision_usd + hours * self.settings.hourly_price_usd
+        return self.spent_before + hours * self.settings.hourly_price_usd
 
     @property
     def campaign_spent(self) -> float:
