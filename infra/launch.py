@@ -30,7 +30,9 @@ DOCKER_LOGIN = ("SKYPILOT_DOCKER_USERNAME", "SKYPILOT_DOCKER_PASSWORD", "SKYPILO
 # name[:tag] with lower-case repository path components, as Docker requires; a registry host first.
 IMAGE_REF = re.compile(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
                        r"|@sha256:[0-9a-f]{64})$")
-PLACEHOLDER_WORDS = ("set-suara_image", "your-", "example", "suara-tts/suara:0.1.0", "owner")
+# What this project's own docs print in place of an image (the task files' image_id, README's
+# `ghcr.io/you/...`, an older default): copied as is, they would reach a cloud unbuilt.
+PLACEHOLDER_WORDS = ("set-suara_image", "see-readme", "/you/", "/your-", "suara-tts/suara:0.1.0")
 
 
 class LaunchError(RuntimeError):
@@ -196,12 +198,14 @@ def launch(task_file: Path, settings: Settings, raw_input: str | None, environ: 
     tasks = tasks_of(task_file)
     clouds = enabled_clouds()
     check_launchable(settings, clouds, tasks, environ, raw_input)
-    managed = any("job_recovery" in (t.get("resources") or {}) for t in tasks) and task_file.stem != "smoke"
-    if task_file.stem != "smoke":
+    # Task files with job_recovery run as managed jobs (a campaign: estimate it first); the smoke
+    # task has none and runs on a cluster of its own that tears itself down.
+    managed = any("job_recovery" in (t.get("resources") or {}) for t in tasks)
+    if managed:
         prices = load_prices()
         estimates = estimate(settings, audio_hours, speakers, prices, pipeline_max_hourly_cost(task_file),
                              declared_usd=declared_price(tasks), pairs=requested_pairs(tasks),
-                             clouds=None if all_clouds else clouds, with_controller=managed)
+                             clouds=None if all_clouds else clouds, with_controller=True)
         print(render(estimates, prices))
         check_cap(estimates, settings.budget.max_cost_usd)
     with tempfile.TemporaryDirectory(prefix="suara-launch-") as tmp:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,10 +34,6 @@ Stage = Literal["preprocess", "train"]
 MIN_FREE_GIB = {("train", "full"): 18.0, ("train", "4bit"): 9.0, ("preprocess", "full"): 3.0}
 TINY_MIN_FREE_GIB = 0.5
 HUB = "https://huggingface.co"
-
-
-class PreflightError(RuntimeError):
-    """One or more checks failed; the message lists each with how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,8 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def check_cuda(facts: CudaFacts, stage: Stage, settings: Settings) -> list[str]:
-    """Why this machine cannot run the stage on its GPU (empty: it can)."""
+    """Why this machine cannot run the stage on its GPU (empty: it can, or the stage is not asked
+    to run on CUDA)."""
     if settings.device != "cuda":
         return []
     problems = []
@@ -129,7 +127,7 @@ def check_store(settings: Settings) -> list[str]:
 
 
 def check_model_access(name: str, token: str | None, endpoint: str = HUB,
-                       get: Callable[..., Any] | None = None) -> list[str]:
+                       get: Callable[..., Any] | None = None, sleep: Callable[[float], None] = time.sleep) -> list[str]:
     """A hub model the token can download (a gated one needs its licence accepted); local paths and
     `tiny` need nothing."""
     if name == "tiny" or os.path.isdir(name):
@@ -152,7 +150,7 @@ def check_model_access(name: str, token: str | None, endpoint: str = HUB,
 
     try:
         with_retries(ask, f"checking access to {name}", attempts=4,
-                     transient=(requests.ConnectionError, requests.Timeout))
+                     transient=(requests.ConnectionError, requests.Timeout), sleep=sleep)
     except GatedRepoError:
         return [f"{name} is gated and this HF_TOKEN's account has not accepted its licence: accept it at "
                 f"{HUB}/{name}, then relaunch"]
@@ -173,14 +171,13 @@ def run_preflight(settings: Settings, stage: Stage, facts: CudaFacts | None = No
     environ = dict(os.environ) if environ is None else environ
     token = environ.get("HF_TOKEN") or None
     hub = environ.get("HF_ENDPOINT") or HUB
+    problems = []
     if settings.device == "cuda":
         facts = facts or cuda_facts()
         log.info("CUDA: %s, torch CUDA %s, driver CUDA %s, %.1f GiB free", facts.device_name, facts.torch_cuda,
                  facts.driver_cuda, facts.free_bytes / GIB)
-        problems = check_cuda(facts, stage, settings)
-    else:
-        problems = []
+        problems += check_cuda(facts, stage, settings)
     problems += check_store(settings)
-    for name in dict.fromkeys([settings.model if stage == "train" else settings.codec]):
-        problems += check_model_access(name, token, hub)
+    # Training downloads the (gated) model; preprocessing only the codec.
+    problems += check_model_access(settings.model if stage == "train" else settings.codec, token, hub)
     return problems

@@ -84,13 +84,20 @@ def marker_key(rank: int) -> str:
 MERGE_CLAIM = f"{RANKS_PREFIX}/merge-claim.json"
 
 
+def _job() -> str | None:
+    """The job this run belongs to: SkyPilot's task id, the same across a managed job's recoveries
+    and new for every launch (None outside SkyPilot)."""
+    return os.environ.get("SKYPILOT_TASK_ID")
+
+
 def _finished_before(run_store: Store, rank: int, world_size: int, input_url: str) -> bool:
-    """A multi-node rank whose marker says it already processed this input: a recovered node skips
-    it. (One machine rebuilds from scratch on every run, as documented.)"""
+    """A multi-node rank that this same job already processed from this input: a recovered node
+    skips it. A new launch rebuilds it (its settings or data may have changed), and one machine
+    rebuilds from scratch on every run, as documented."""
     if world_size == 1 or not run_store.exists(marker_key(rank)):
         return False
     marker = run_store.get_json(marker_key(rank))
-    return marker.get("world_size") == world_size and marker.get("input") == input_url
+    return (marker.get("world_size"), marker.get("input"), marker.get("job")) == (world_size, input_url, _job())
 
 
 def _merge_once(run_store: Store, rank: int, world_size: int) -> Report | None:
@@ -136,7 +143,7 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
         dataset.flush()
     for item in dataset.rejected:
         log.warning("quarantined %s: %s (%s)", item.id, item.reason, item.detail)
-    run_store.put_json(marker_key(rank), dataset.marker(rank, world_size, source.url, len(rows)))
+    run_store.put_json(marker_key(rank), {**dataset.marker(rank, world_size, source.url, len(rows)), "job": _job()})
     merged = _merge_once(run_store, rank, world_size)
     if merged is not None:
         return merged

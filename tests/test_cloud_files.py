@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.launch import LaunchError, check_launchable, launch_command
+from infra.launch import LaunchError, check_launchable, launch_command, tasks_of
 from infra.settings import load_settings
 from tests.conftest import PYTHON, REPO
 from trainer import exit_codes
@@ -69,9 +69,9 @@ def test_each_run_command_exists_in_the_cli(name):
         assert flag in out.stdout, f"{flag} not accepted by {' '.join(sub)}"
 
 
-def test_exit_codes_are_distinct_and_only_preemption_is_retried():
+def test_exit_codes_are_distinct_and_only_preemption_and_stalls_always_recover():
     assert len(set(exit_codes.FINAL + exit_codes.RETRYABLE)) == len(exit_codes.FINAL) + len(exit_codes.RETRYABLE)
-    assert exit_codes.RETRYABLE == (exit_codes.PREEMPTED,)
+    assert exit_codes.RETRYABLE == (exit_codes.PREEMPTED, exit_codes.STALLED)
 
 
 def test_dockerfile_passes_hadolint():
@@ -90,15 +90,14 @@ def test_dockerfile_installs_the_lock_the_makefile_uses():
 
 
 def test_cloud_launch_is_refused_with_every_reason_when_nothing_is_configured():
-    with pytest.raises(LaunchError) as err:
-        check_launchable(load_settings(), clouds=[])
+    with pytest.raises(LaunchError) as err:  # a tiny model left in the shell would replace csm-1b
+        check_launchable(load_settings(), clouds=[], tasks=tasks_of(SKY / "pipeline.yaml"),
+                         environ={"SUARA_MODEL": "tiny"})
     text = str(err.value)
     assert "s3://bucket/prefix" in text and "SUARA_MODEL" in text and "sky check" in text
 
 
 def test_launch_passes_settings_as_envs_and_credentials_as_secrets():
-    from infra.launch import tasks_of
-
     settings = load_settings(store="s3://bkt/suara", run_id="r7", model="sesame/csm-1b", codec="kyutai/mimi")
     cmd = launch_command(SKY / "pipeline.yaml", settings, "s3://bkt/raw/", {}, tasks_of(SKY / "pipeline.yaml"))
     assert cmd[1:3] == ["jobs", "launch"]

@@ -34,7 +34,7 @@ def test_three_ranks_at_once_merge_exactly_once(tmp_path, make_settings):
 def test_a_recovered_node_skips_its_finished_rank_and_the_last_rank_merges(tmp_path, make_settings):
     corpus = small_corpus(tmp_path / "corpus", IDS)
     settings = make_settings()
-    env = subprocess_env(settings)
+    env = subprocess_env(settings, SKYPILOT_TASK_ID="sky-managed-1_suara-preprocess")  # one managed job
     run_store = Store.for_run(settings)
     first = ranks(corpus, env, 3, [0, 1])
     assert not any(MERGED in p.stdout for p in first) and not run_store.exists("data/manifest.json")
@@ -47,3 +47,9 @@ def test_a_recovered_node_skips_its_finished_rank_and_the_last_rank_merges(tmp_p
     (last,) = ranks(corpus, env, 3, [2])
     assert MERGED in last.stdout
     assert run_store.get_json("data/manifest.json")["totals"]["samples"] == len(IDS)
+
+    # A new launch (another job id) for the same run and input rebuilds the rank: its settings or
+    # audio may have changed since.
+    (relaunched,) = ranks(corpus, {**env, "SKYPILOT_TASK_ID": "sky-managed-2_suara-preprocess"}, 3, [1])
+    assert "already finished" not in relaunched.stderr
+    assert run_store.get_json("data/_ranks/rank_001.json")["job"] == "sky-managed-2_suara-preprocess"

@@ -1,5 +1,5 @@
-"""Weights & Biases logging: online when WANDB_API_KEY is set, offline otherwise; one run id per
-training scope for life.
+"""Weights & Biases logging: online when asked for (logging.wandb_mode, `online` in the task files)
+and WANDB_API_KEY is set, offline otherwise; one run id per training scope for life.
 
 The run id is stored in every checkpoint, so a resumed phase appends to the same W&B run. An
 offline run's files are uploaded to the store (`runs/<run_id>/wandb/<scope>/`) when the logger
@@ -38,8 +38,10 @@ class RunLogger:
         import wandb
 
         self._wandb = wandb
-        # Online whenever a key is given; offline without one. Never fail a training job over logging.
-        mode = "online" if environ.get("WANDB_API_KEY") else "offline"
+        # Online when asked for (the task files do) and a key is given; offline without one. Never
+        # fail a training job over logging.
+        if mode == "online" and not environ.get("WANDB_API_KEY"):
+            mode = "offline"
         self.mode = mode
         run_id = run_id or wandb.util.generate_id()
         # Offline runs stay on disk for `wandb sync` (WANDB_DIR, else cache_dir, /wandb/offline-run-*).

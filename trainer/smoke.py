@@ -60,15 +60,16 @@ def train_attempt(env: dict[str, str], steps: int, preempt_at: int | None) -> tu
 
 
 def run_smoke(settings: Settings, steps: int = 8, environ: dict[str, str] | None = None) -> int:
+    from infra.ledger import entries
+    from infra.models import resolve_device
     from preprocess.pipeline import input_store, run
-    from trainer.budget import read_ledger
     from trainer.checkpoint import fetch_adapter
 
     env = dict(os.environ if environ is None else environ)
     env.update({"SUARA_RUN_ID": settings.run_id, "SUARA_TRAIN__LOG_EVERY": "1", "PYTHONUNBUFFERED": "1"})
     corpus = upload_corpus(settings)
     report = run(settings, input_store(corpus.uri(), settings), progress=False)
-    print(f"PROVED preprocessing on {settings.device}: {report.samples} utterances into shards at "
+    print(f"PROVED preprocessing on {resolve_device(settings.device).type}: {report.samples} utterances into shards at "
           f"{report.manifest_uri} ({report.quarantined} quarantined)", flush=True)
 
     half = max(1, steps // 2)
@@ -76,10 +77,16 @@ def run_smoke(settings: Settings, steps: int = 8, environ: dict[str, str] | None
     if code != exit_codes.PREEMPTED:
         raise SmokeFailed(f"the preempted attempt exited {code}, not {exit_codes.PREEMPTED}")
     saved = re.findall(r"checkpoint \S+step_(\d+)", log)
-    print(f"PROVED preemption: SIGTERM at step {half} gave a checkpoint (step {int(saved[-1]) if saved else '?'}) "
+    if not saved:
+        raise SmokeFailed("the preempted attempt exited without logging a checkpoint")
+    print(f"PROVED preemption: SIGTERM at step {half} gave a checkpoint (step {int(saved[-1])}) "
           f"and exit {code}, which the task files retry", flush=True)
 
-    code, log = train_attempt(env, steps, preempt_at=None)
+    # The resume runs on the same instance: it pays from its own start, with no provisioning (the
+    # first attempt counted the task's start-up from its first command).
+    resumed_env = {k: v for k, v in env.items() if k != "SUARA_BUDGET__TASK_STARTED_AT"}
+    code, log = train_attempt({**resumed_env, "SUARA_BUDGET__PROVISION_SECONDS_ESTIMATE": "0"}, steps,
+                              preempt_at=None)
     resumed = re.search(r"resumed phase1 from step (\d+)", log)
     if code != 0 or resumed is None:
         raise SmokeFailed(f"the resumed attempt exited {code} (resumed: {bool(resumed)})")
@@ -91,9 +98,10 @@ def run_smoke(settings: Settings, steps: int = 8, environ: dict[str, str] | None
         manifest = fetch_adapter(run_store, 1, None, Path(tmp) / "phase1")
     print(f"PROVED pull: adapter of {manifest['steps']} steps, {len(manifest['objects'])} files, checksums verified",
           flush=True)
-    spent = read_ledger(run_store)
-    print(f"PROVED spend in dollars: ${sum(spent.values()):.4f} counted across "
-          f"{', '.join(sorted(spent))} at ${settings.budget.hourly_price_usd:.2f}/h (ledger {run_store.uri('spend')})",
+    ledger = entries(run_store)
+    prices = sorted({f"${e['hourly_price_usd']:.4f}/h" for e in ledger})
+    print(f"PROVED spend in dollars: ${sum(e['usd'] for e in ledger):.4f} counted across "
+          f"{', '.join(sorted(e['scope'] for e in ledger))} at {', '.join(prices)} (ledger {run_store.uri('spend')})",
           flush=True)
     print("smoke run passed", flush=True)
     return 0
