@@ -131,6 +131,9 @@ def upload_store(local_url: str, store: Store) -> None:
         store.put_bytes(key, local.get_bytes(key))
 
 
+# Two whole training runs of a subprocess trainer plus a stall: minutes, so `make test-slow`. The
+# in-process test above drives the same watchdog path (hang -> emergency checkpoint -> STALLED) quickly.
+@pytest.mark.slow
 def test_a_write_that_hangs_ends_the_attempt_stalled_and_the_recovered_job_ends_in_the_same_adapter(
         preprocessed_store, tmp_path, cache_dir, s3_endpoint):
     steps, every = 14, 5

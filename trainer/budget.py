@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from infra.ledger import LEDGER, entries, ledger_key, read_ledger, write_entry  # noqa: F401 - re-exported
+from infra.ledger import entries, read_ledger, write_entry  # noqa: F401 - read_ledger re-exported
 from infra.settings import BudgetSettings, Settings
 from infra.storage import Store
 
