@@ -181,9 +181,11 @@ def test_data_report_has_its_plots_and_the_quarantine(preprocessed_store, tmp_pa
                   "Mean F0 contour of each particle"):
         assert title in page
     assert "bad&lt;1&gt;" in page  # escaped
+    assert "Particle prosody against the expected table" in page
+    assert re.search(r"<td>lah</td><td>\d+</td>", page) and "rise_fall" in page
     assert run_store.get_json("data/manifest.json")["report"] == "report.html"
     sample = shard_sample(0, 10, words=[{"text": "leh", "lang": "particle", "particle": "leh"}],
-                          word_times=[[0.0, 0.8]], f0_hz=np.linspace(100, 200, 10))
+                          word_times=[[0.0, 0.8]], f0_hz=np.linspace(100, 200, 10).astype(np.float32))
     rising = particle_contours([sample], {"s": 150.0})["leh"]
     assert rising[0] < 0 < rising[-1] and np.all(np.diff(rising) > 0)
 
