@@ -90,6 +90,12 @@ class BudgetSettings(_Strict):
     # Start-up (image, model download and load) before the first step, until an attempt measured it.
     startup_seconds_estimate: float = Field(default=120.0, ge=0)
     heartbeat_s: float = Field(default=60.0, gt=0)
+    # When the task started paying (Unix seconds; the task files set it as their first command), so
+    # spend counts preflight, downloads and model loading too. None: from the process's start.
+    task_started_at: float | None = None
+    # Provisioning and the image pull before a task starts, which no process sees: charged once per
+    # attempt (each recovery pays its own start-up).
+    provision_seconds_estimate: float = Field(default=0.0, ge=0)
 
 
 class LoggingSettings(_Strict):
@@ -99,6 +105,20 @@ class LoggingSettings(_Strict):
     val_batches: int = Field(default=4, gt=0)
     audio_every: int = Field(default=0, ge=0)  # 0 = never; generating audio costs seconds
     audio_max_seconds: float = Field(default=4.0, gt=0)
+
+
+class StorageSettings(_Strict):
+    """How long one object-store request may take and how often a failed one is retried.
+
+    A read from a hanging endpoint ends after `read_timeout_s`; throttling (503 SlowDown), 5xx
+    answers, dropped connections and timeouts are retried with exponential backoff up to
+    `max_attempts` tries in all, inside the process; what outlives that fails the job, which the
+    managed job restarts (job_recovery.max_restarts_on_errors).
+    """
+
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1)
 
 
 class EvaluationSettings(_Strict):
@@ -153,6 +173,10 @@ class TrainSettings(_Strict):
     # Share of audio frames the depth decoder (codebooks 1..K-1) is trained on; Sesame used 1/16.
     depth_decoder_frame_ratio: float = Field(default=1.0, gt=0, le=1)
     log_every: int = Field(default=10, gt=0)
+    # No finished step (a hung read, download or step) for this long: the watchdog tries an
+    # emergency checkpoint and exits with the retryable code STALLED (infra/exit_codes.py). Far
+    # above a step, a checkpoint upload or a validation pass on a slow machine.
+    stall_timeout_s: float = Field(default=900.0, gt=0)
 
     @field_validator("phases")
     @classmethod
@@ -227,11 +251,15 @@ class Settings(BaseSettings):
     codec: str = "tiny"
     cache_dir: Path = Path.home() / ".cache" / "suara"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # The Docker image the cloud tasks run (`REGISTRY/suara:TAG`, what `make push` prints); the
+    # cloud launcher puts it into every task and refuses to launch without it.
+    image: str | None = None
     preprocess: PreprocessSettings = Field(default_factory=PreprocessSettings)
     train: TrainSettings
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     preemption: PreemptionSettings = Field(default_factory=PreemptionSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
 
     @field_validator("store")

@@ -81,6 +81,7 @@ def subprocess_env(settings, **extra: str) -> dict[str, str]:
         "SUARA_SEED": str(settings.seed),
         "SUARA_TRAIN__CHECKPOINT_EVERY": str(settings.train.checkpoint_every),
         "SUARA_TRAIN__LOG_EVERY": str(settings.train.log_every),
+        "SUARA_TRAIN__STALL_TIMEOUT_S": str(settings.train.stall_timeout_s),
         "SUARA_TRAIN__KEEP_BEST_CHECKPOINTS": str(settings.train.keep_best_checkpoints),
         "SUARA_LOGGING__WANDB_MODE": settings.logging.wandb_mode,
         "SUARA_LOGGING__VAL_EVERY": str(settings.logging.val_every),

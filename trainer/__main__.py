@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--best", type=int, nargs="?", const=1, metavar="RANK",
                       help="the best checkpoint by train.best_metric (or the RANK-th best), not the final adapter")
 
+    smoke = sub.add_parser("smoke", help="prove a setup end to end: upload, preprocess, train, preempt, resume, "
+                                         "pull (trainer/smoke.py)")
+    smoke.add_argument("--steps", type=int, default=8)
+    smoke.add_argument("--local-s3", action="store_true", help="run against a local S3 endpoint on 127.0.0.1")
+
     synth = sub.add_parser("synth", help="text to speech (wav/flac) with the base model + a phase's adapter")
     synth.add_argument("--phase", type=int, required=True, choices=[1, 2, 3, 4])
     what = synth.add_mutually_exclusive_group(required=True)
@@ -134,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(settings, args)
         if args.command == "serve":
             return _serve(settings, args)
+        if args.command == "smoke":
+            return _smoke(settings, args)
         if args.command == "evaluate":
             return _evaluate(settings, args)
         if args.command == "listen":
@@ -160,11 +167,16 @@ def _train(settings, args) -> int:
             print(f"error: budget: {refusal}; not starting", file=sys.stderr)
             return exit_codes.BUDGET_EXHAUSTED
 
+    from infra.ledger import paid_since
+    from infra.price import hourly_price
     from trainer.preemption import imds_url_for
     from trainer.train import PhaseTrainer, speakers_of
 
     if settings.preemption.imds_url is None:
         settings.preemption.imds_url = imds_url_for(dict(os.environ))
+    price = hourly_price(settings.budget.hourly_price_usd, dict(os.environ), settings.preemption.imds_url)
+    settings.budget.hourly_price_usd = price.usd
+    logging.getLogger("trainer").info("counting $%.4f/h (%s)", price.usd, price.source)
 
     if args.phase == 4:
         speakers = [args.speaker] if args.speaker else speakers_of(settings)
@@ -172,12 +184,12 @@ def _train(settings, args) -> int:
         raise ValueError("--speaker is for phase 4 only")
     else:
         speakers = [None]
-    started_at: float | None = PROCESS_START
+    started_at: float | None = paid_since(settings.budget, PROCESS_START)
     for speaker in speakers:
         trainer = PhaseTrainer(settings, args.phase, speaker, max_steps=args.max_steps,
                                checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
                                started_at=started_at, allow_incomplete=args.allow_incomplete)
-        started_at = None  # later speakers pay from their own start
+        started_at = None  # later speakers pay from their own start; the attempt's start-up was paid once
         try:
             trainer.setup()
             code = trainer.train()
@@ -246,6 +258,25 @@ def _pull(settings, args) -> int:
     print(f"adapter phase {args.phase} ({manifest['steps']} steps, {len(manifest['objects'])} files verified) "
           f"in {args.to}")
     return 0
+
+
+def _smoke(settings, args) -> int:
+    import os
+
+    from trainer.smoke import SmokeFailed, run_smoke
+
+    try:
+        if not args.local_s3:
+            return run_smoke(settings, args.steps)
+        from infra.s3server import local_s3
+
+        with local_s3("suara-smoke") as url:
+            os.environ.update({"SUARA_STORE": "s3://suara-smoke/suara", "SUARA_S3_ENDPOINT_URL": url})
+            local = settings.model_copy(update={"store": "s3://suara-smoke/suara", "s3_endpoint_url": url})
+            return run_smoke(local, args.steps)
+    except SmokeFailed as exc:
+        print(f"smoke run FAILED: {exc}", file=sys.stderr)
+        return 1
 
 
 def _synth_options(settings, args, speed: float = 1.0):

@@ -17,6 +17,7 @@ import logging
 import random
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ from trainer.model import (
 from trainer.monitor import Monitor, StepResult
 from trainer.preemption import NoticePoller, StopRequest
 from trainer.validation import CATEGORIES, category_loss
+from trainer.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 # Validation categories: (name, dataset phase, which frames count); see trainer/validation.py.
@@ -88,6 +90,11 @@ class PhaseTrainer:
         self.stop = StopRequest()
         self.adapter_uri: str | None = None
         self.monitor: Monitor | None = None
+        # The loop holds the lock while it changes training state; a stalled job is checkpointed
+        # by the watchdog only when the stall is outside it (waiting for data), never half a step.
+        self._state_lock = threading.Lock()
+        self._loader_state: dict[str, Any] | None = None  # the data position after the last step
+        self.watchdog = Watchdog(settings.train.stall_timeout_s, self._emergency_checkpoint)
 
     @property
     def losses(self) -> list[torch.Tensor]:
@@ -116,7 +123,7 @@ class PhaseTrainer:
         state = self._resume(restored)
         self._claim_fence()
         self._open_budget(state)
-        self.logger = RunLogger(self.settings, self.scope, state.get("wandb_run_id"))
+        self.logger = RunLogger(self.settings, self.scope, state.get("wandb_run_id"), upload_to=self.run.child("wandb"))
         self.validation = self._load_validation()
 
     def _open_run(self) -> None:
@@ -250,17 +257,21 @@ class PhaseTrainer:
                                self.seconds_per_step, self.progress)
         self._last_saved, self._last_heartbeat = self.step, self.clock()
         try:
-            with self._listening_for_stops():
+            with self._listening_for_stops(), self._watched():
                 while self.step < self.max_steps:
-                    result = self.train_step(next(self._batches))
-                    self.step += 1
-                    self.monitor.record(self.step, result)
-                    self._side_trips()
-                    code = self._stopped()
-                    if code is not None:
-                        return code
-                    self._checkpoint_or_heartbeat()
-                return self._finish()
+                    batch = next(self._batches)
+                    with self._state_lock:
+                        result = self.train_step(batch)
+                        self.step += 1
+                        self.monitor.record(self.step, result)
+                        self._side_trips()
+                        code = self._stopped()
+                        if code is not None:
+                            return code
+                        self._checkpoint_or_heartbeat()
+                        self._progressed()
+                with self._state_lock:
+                    return self._finish()
         except Fenced as exc:
             log.error("%s", exc)
             return exit_codes.FENCED
@@ -317,6 +328,34 @@ class PhaseTrainer:
             self.fence.check()
             self.budget.write_ledger(self.run, self.step, self.startup_s)
             self._last_heartbeat = self.clock()
+
+    def _progressed(self) -> None:
+        """A step finished: remember where the data stands and tell the watchdog."""
+        self._loader_state = self.stream.state_dict()
+        self.watchdog.progress()
+
+    @contextmanager
+    def _watched(self) -> Iterator[None]:
+        self.watchdog.start()
+        try:
+            yield
+        finally:
+            self.watchdog.close()
+
+    def _emergency_checkpoint(self) -> None:
+        """Called by the watchdog from its own thread while the loop is stuck. Between steps (waiting
+        for data) the state is whole: save it, and keep the lock so the loop cannot move on. Inside
+        a step or a write it is not: save only the spend."""
+        if not self._state_lock.acquire(blocking=False):
+            log.error("stalled inside a step or a write: no consistent state to checkpoint")
+            self.budget.write_ledger(self.run, self.step, self.startup_s)
+            return
+        if self._loader_state is None or self._last_saved == self.step:
+            self.budget.write_ledger(self.run, self.step, self.startup_s)
+            return
+        # No scoring: the loop is stuck and scoring would run the model from this thread.
+        uri = self.save_checkpoint(score=False, loader_state=self._loader_state)
+        log.warning("emergency checkpoint %s at step %d", uri, self.step)
 
     def _finish(self) -> int:
         if self._last_saved != self.step:
@@ -416,7 +455,8 @@ class PhaseTrainer:
             self.logger.log(self.step, {"val/mcd": mcd})
         return mcd
 
-    def save_checkpoint(self, final: bool = False, score: bool = True) -> str:
+    def save_checkpoint(self, final: bool = False, score: bool = True,
+                        loader_state: dict[str, Any] | None = None) -> str:
         value = self.checkpoint_score() if score else None
         local = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self.workdir))
         try:
@@ -430,7 +470,7 @@ class PhaseTrainer:
                 "speaker": self.speaker,
                 "seed": self.settings.seed,
                 "max_steps": self.max_steps,
-                "loader": self.stream.state_dict(),
+                "loader": loader_state or self.stream.state_dict(),
                 "spent_usd": self.budget.spent,
                 "seconds_per_step": self.monitor.seconds_per_step if self.monitor else self.seconds_per_step,
                 "wandb_run_id": self.logger.run_id,
