@@ -20,13 +20,14 @@ LOCAL_CONFIG ?= $(or $(SUARA_CONFIG),configs/local.yaml)
 
 export SKYPILOT_DISABLE_USAGE_COLLECTION := 1
 
-.PHONY: help setup test test-slow bench eval-text lint train-all train-local train-cloud pull-adapters image push lock clean
+.PHONY: help setup test test-slow bench bench-gpu eval-text lint train-all train-local train-cloud pull-adapters image push lock clean
 
 help:
 	@echo "make setup          build $(VENV) from requirements/lock.txt (pinned)"
 	@echo "make test           run the test suite (what CI runs)"
 	@echo "make test-slow      the slow tests (more preemption trials)"
-	@echo "make bench          benchmarks"
+	@echo "make bench [REAL=1] benchmarks: one table of ratios (REAL=1 adds the full-size random CSM-1B; minutes)"
+	@echo "make bench-gpu      the trainer on a GPU: backends x batch x LoRA rank x depth ratio -> docs/perf/"
 	@echo "make eval-text      text frontend vs a lingua baseline on the labelled sets"
 	@echo "make lint           ruff + hadolint"
 	@echo "make train-all      preprocess + phases 1-4 locally on the embedded defaults"
@@ -49,7 +50,11 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 bench: setup
-	$(BIN)/python -m pytest -q -m bench -s
+	$(BIN)/python -m pytest -q -m bench -s $(if $(REAL),--real-shape)
+
+# Refuses (exit 2) where CUDA is not available.
+bench-gpu: setup
+	$(BIN)/python -m trainer.gpu_bench
 
 eval-text: setup
 	$(BIN)/python -m preprocess.text eval data/text/dev.tsv data/text/check.tsv
