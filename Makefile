@@ -20,15 +20,17 @@ LOCAL_CONFIG ?= $(or $(SUARA_CONFIG),configs/local.yaml)
 
 export SKYPILOT_DISABLE_USAGE_COLLECTION := 1
 
-.PHONY: help setup test test-slow bench bench-gpu eval-text lint train-all train-local train-cloud pull-adapters image push lock clean
+.PHONY: help setup test test-slow test-browser bench bench-gpu eval-text validate-prosody lint train-all train-local train-cloud pull-adapters image push lock clean
 
 help:
 	@echo "make setup          build $(VENV) from requirements/lock.txt (pinned)"
 	@echo "make test           run the test suite (what CI runs)"
 	@echo "make test-slow      the slow tests (more preemption trials)"
+	@echo "make test-browser   the listening test in headless chromium (installs Debian's chromium if missing)"
+	@echo "make validate-prosody   the particle classifier's accuracy per shape on synthetic particles"
 	@echo "make bench [REAL=1] benchmarks: one table of ratios (REAL=1 adds the full-size random CSM-1B; minutes)"
 	@echo "make bench-gpu      the trainer on a GPU: backends x batch x LoRA rank x depth ratio -> docs/perf/"
-	@echo "make eval-text      text frontend vs a lingua baseline on the labelled sets"
+	@echo "make eval-text      text frontend vs a lingua baseline on the labelled sets; the Malay lexicon"
 	@echo "make lint           ruff + hadolint"
 	@echo "make train-all      preprocess + phases 1-4 locally on the embedded defaults"
 	@echo "make train-all CLOUD=1 [RAW_INPUT=s3://...] [AUDIO_HOURS=20]   cost check, then SkyPilot managed jobs"
@@ -49,6 +51,16 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
+# Debian's chromium and its driver (never a downloaded browser); apt needs root, as in CI containers.
+test-browser: setup
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	fi
+	$(BIN)/python -m pytest -q -m browser -rs
+
+validate-prosody: setup
+	$(BIN)/python -m preprocess.prosody validate
+
 bench: setup
 	$(BIN)/python -m pytest -q -m bench -s $(if $(REAL),--real-shape)
 
@@ -57,7 +69,8 @@ bench-gpu: setup
 	$(BIN)/python -m trainer.gpu_bench
 
 eval-text: setup
-	$(BIN)/python -m preprocess.text eval data/text/dev.tsv data/text/check.tsv
+	$(BIN)/python -m preprocess.text eval data/text/dev.tsv data/text/check.tsv data/text/chat.tsv data/text/chat-check.tsv data/text/chat-blind.tsv
+	$(BIN)/python -m preprocess.text eval-lexicon data/text/lexicon.tsv
 
 lint: setup
 	$(BIN)/ruff check infra preprocess trainer tests data

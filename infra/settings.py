@@ -103,6 +103,23 @@ class LoggingSettings(_Strict):
     audio_max_seconds: float = Field(default=4.0, gt=0)
 
 
+class EvaluationSettings(_Strict):
+    """`python -m trainer evaluate` and the evaluation at the end of a phase."""
+
+    # YAML files a user edits: the expected particle shapes (default: preprocess/particle_shapes.yaml)
+    # and the fixed prompts per category (default: trainer/eval_prompts.yaml).
+    particle_shapes: Path | None = None
+    prompts: Path | None = None
+    test_utterances: int = Field(default=12, ge=0)  # held-out test clips per category (0 = prompts only)
+    max_seconds: float = Field(default=8.0, gt=0)  # generation cap per utterance
+    # A speech recogniser (transformers ASR pipeline: hub id or local path) for CER; unset = no CER.
+    asr_model: str | None = None
+    # Evaluate each phase's adapter as the last step of its training job (minutes on a CPU).
+    after_phase: bool = False
+    # Clips used to score a checkpoint when train.best_metric is mcd.
+    mcd_clips: int = Field(default=4, gt=0)
+
+
 class PreemptionSettings(_Strict):
     # IMDSv2 base URL to poll for an AWS spot interruption notice (set only on AWS).
     imds_url: str | None = None
@@ -118,6 +135,10 @@ class TrainSettings(_Strict):
     grad_clip: float = Field(default=0.3, gt=0)
     checkpoint_every: int = Field(default=100, gt=0)
     keep_last_checkpoints: int = Field(default=3, gt=0)
+    # Besides the last N, the best K checkpoints by `best_metric` are never pruned (0 = none):
+    # val_loss = the mean of the validation categories; mcd = evaluation's MCD on validation clips.
+    keep_best_checkpoints: int = Field(default=0, ge=0)
+    best_metric: Literal["val_loss", "mcd"] = "val_loss"
     # lora: adapters on a frozen base; full: every weight but the codec (a new language on 24 GB).
     mode: Literal["lora", "full"] = "lora"
     # unsloth (CUDA only, LoRA only): Unsloth's patched model, its LoRA and its gradient
@@ -222,6 +243,7 @@ class Settings(BaseSettings):
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     preemption: PreemptionSettings = Field(default_factory=PreemptionSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
 
     @field_validator("store")
     @classmethod

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from preprocess.report import build_report
 
-            uri = build_report(Store.for_run(settings), settings.cache_dir)
+            uri = build_report(Store.for_run(settings), settings.cache_dir, settings.evaluation.particle_shapes)
             print(f"data report: {uri}")
             return 0
         if args.command == "merge":

@@ -3,7 +3,9 @@
     python -m preprocess report     # writes runs/<run_id>/report.html and links it from the manifest
 
 Durations, hours per speaker and per phase, language mix, particle counts, F0 per speaker, the mean
-F0 contour of each particle beside the shape the planning document expects, and the quarantine.
+F0 contour of each particle beside the shape the planning document expects, each particle's
+agreement with that table (preprocess/prosody.py classifies every occurrence in the audio the codes
+decode to), and the quarantine.
 """
 
 from __future__ import annotations
@@ -21,20 +23,12 @@ from typing import Any
 import numpy as np
 
 from infra.storage import Store
+from preprocess import prosody
 from preprocess.pipeline import QUARANTINE
 from preprocess.shards import DATA_PREFIX, ShardSample, read_data_manifest
 
 REPORT = "report.html"
 CONTOUR_POINTS = 10
-# The seed's particle prosody table, as normalised pitch shapes over the particle (0 = start).
-EXPECTED_SHAPES = {
-    "lah": ("rise then fall", [0.0, 0.5, 1.0, 0.6, 0.1]),
-    "leh": ("rising", [0.0, 0.25, 0.5, 0.75, 1.0]),
-    "lor": ("flat / falling", [0.5, 0.45, 0.4, 0.3, 0.2]),
-    "meh": ("high rising", [0.3, 0.5, 0.7, 0.9, 1.0]),
-    "mah": ("quick fall", [1.0, 0.4, 0.1, 0.0, 0.0]),
-    "loh": ("falling", [1.0, 0.75, 0.5, 0.25, 0.0]),
-}
 
 
 def _samples(run: Store, manifest: dict[str, Any], cache: Path) -> list[ShardSample]:
@@ -77,7 +71,44 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def build_report(run: Store, cache_dir: Path) -> str:
+def particle_checks(samples: list[ShardSample], codec: Any, f0_mean: dict[str, float],
+                    table: prosody.ParticleTable) -> list[dict[str, Any]]:
+    """Every particle occurrence classified in the audio its codes decode to (what the model learns
+    from), against the table."""
+    rows = []
+    for s in samples:
+        if not any(w.get("lang") == "particle" and w.get("particle") for w in s.words):
+            continue
+        audio = codec.decode(s.codes)
+        times = [(float(a), float(b)) for a, b in s.word_times]
+        rows += [{**row, "id": s.id} for row in prosody.check_particles(audio, codec.sample_rate_hz, s.words, times,
+                                                                        f0_mean.get(s.speaker_id), table)]
+    return rows
+
+
+def _fraction(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def particle_table_html(summary: dict[str, dict[str, Any]]) -> str:
+    """One row per particle: occurrences, measured shapes, expected shape and length, agreement."""
+    if not summary:
+        return "<p>no particles</p>"
+    head = ("<tr><th>particle</th><th>n</th><th>measured shapes</th><th>expected shape</th><th>shape agrees</th>"
+            "<th>median length (x syllable)</th><th>expected length</th><th>length agrees</th></tr>")
+    rows = []
+    for particle, e in summary.items():
+        shapes = ", ".join(f"{k} {v}" for k, v in sorted(e["shapes"].items(), key=lambda kv: -kv[1]))
+        expected = " or ".join(e["expected_shape"]) or "—"
+        length = "—" if e["expected_duration"] is None else f"{e['expected_duration'][0]}-{e['expected_duration'][1]}"
+        ratio = "—" if e["median_duration_ratio"] is None else f"{e['median_duration_ratio']:.2f}"
+        rows.append(f"<tr><td>{html.escape(particle)}</td><td>{e['count']}</td><td>{html.escape(shapes)}</td>"
+                    f"<td>{html.escape(expected)}</td><td>{_fraction(e['shape_agreement'])}</td><td>{ratio}</td>"
+                    f"<td>{length}</td><td>{_fraction(e['duration_agreement'])}</td></tr>")
+    return f"<table class='particles'>{head}{''.join(rows)}</table>"
+
+
+def build_report(run: Store, cache_dir: Path, shapes: Path | None = None) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,24 +163,30 @@ def build_report(run: Store, cache_dir: Path) -> str:
 
     means = {spk: float(np.mean(v)) for spk, v in f0_by_speaker.items() if v}
     contours = particle_contours(samples, means)
-    shown = [p for p in EXPECTED_SHAPES if p in contours] + [p for p in contours if p not in EXPECTED_SHAPES]
+    table = prosody.load_table(shapes)
+    expected = {p: e.shapes for p, e in table.particles.items() if e.shapes}
+    shown = [p for p in expected if p in contours] + [p for p in contours if p not in expected]
     if shown:
         cols = min(4, len(shown))
         rows = int(np.ceil(len(shown) / cols))
         fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False)
         for ax, p in zip(axes.flat, shown, strict=False):
             ax.plot(np.linspace(0, 1, CONTOUR_POINTS), contours[p], "o-", label="measured (semitones)")
-            if p in EXPECTED_SHAPES:
-                label, shape = EXPECTED_SHAPES[p]
-                span = max(np.ptp(contours[p]), 1.0)
-                expected = np.array(shape) * span + contours[p].min()
-                ax.plot(np.linspace(0, 1, len(shape)), expected, "--", color="gray", label=f"expected: {label}")
+            for shape in expected.get(p, ()):
+                typical = prosody.prototype(shape, settings=table.classifier)
+                ax.plot(np.linspace(0, 1, len(typical)), typical, "--", label=f"expected: {shape}")
             ax.set_title(p)
             ax.legend(fontsize=6)
         for ax in list(axes.flat)[len(shown):]:
             ax.axis("off")
         fig.tight_layout()
         figures.append(("Mean F0 contour of each particle vs the expected shape", _png(fig)))
+
+    from preprocess.codec import Codec
+
+    codec = Codec.load(manifest["codec"]["name"], cache_dir)
+    checks = particle_checks(samples, codec, means, table)
+    particles_html = particle_table_html(prosody.summarize(checks))
 
     quarantine = [json.loads(line) for line in run.get_bytes(QUARANTINE).decode().splitlines() if line.strip()] \
         if run.exists(QUARANTINE) else []
@@ -167,6 +204,10 @@ table{{border-collapse:collapse}}</style></head><body>
 speakers, {manifest['quarantine']['count']} quarantined. Codec: {html.escape(manifest['codec']['name'])}
 ({manifest['codec']['num_codebooks']} codebooks at {manifest['codec']['frame_rate_hz']} frames/s).</p>
 {body}
+<h2>Particle prosody against the expected table</h2>
+<p>Each particle occurrence's pitch contour, classified in the audio its codes decode to, against
+{html.escape(table.source)}; lengths are relative to the speaker's mean syllable in the same utterance.</p>
+{particles_html}
 <h2>Quarantine</h2><table><tr><th>id</th><th>reason</th><th>detail</th></tr>{rows_html}</table>
 </body></html>"""
     run.put_text(REPORT, page)

@@ -55,7 +55,9 @@ def make_settings(tmp_path, cache_dir):
     from infra.settings import load_settings
 
     def make(store: str | None = None, s3_endpoint_url: str | None = None, steps: int = 12, **overrides):
-        train = _deep_merge({"phases": tiny_plan(steps), "checkpoint_every": 4}, overrides.pop("train", {}))
+        # Best-checkpoint scoring (validation at every checkpoint) is off unless a test is about it.
+        train = _deep_merge({"phases": tiny_plan(steps), "checkpoint_every": 4, "keep_best_checkpoints": 0},
+                            overrides.pop("train", {}))
         # W&B is off unless a test is about logging: it costs seconds per trainer.
         logging = {"wandb_mode": "disabled", "val_every": 0, **overrides.pop("logging", {})}
         return load_settings(
@@ -84,6 +86,7 @@ def subprocess_env(settings, **extra: str) -> dict[str, str]:
         "SUARA_SEED": str(settings.seed),
         "SUARA_TRAIN__CHECKPOINT_EVERY": str(settings.train.checkpoint_every),
         "SUARA_TRAIN__LOG_EVERY": str(settings.train.log_every),
+        "SUARA_TRAIN__KEEP_BEST_CHECKPOINTS": str(settings.train.keep_best_checkpoints),
         "SUARA_LOGGING__WANDB_MODE": settings.logging.wandb_mode,
         "SUARA_LOGGING__VAL_EVERY": str(settings.logging.val_every),
         "PYTHONUNBUFFERED": "1",

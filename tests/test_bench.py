@@ -136,35 +136,40 @@ def test_preprocessing_throughput_against_a_naive_pipeline(make_settings, tmp_pa
 
 
 def test_text_analysis_throughput_on_one_core(table):
-    from preprocess.text import analyze, lexicon, tagger
+    from preprocess.text import analyze, chat, lexicon, particles, tagger
     from preprocess.text.charmodel import char_model
 
     start = time.perf_counter()
-    lexicon.frequencies(), char_model()
+    lexicon.frequencies(), char_model(), chat._skeleton_index(), lexicon.zh_loans(), lexicon.pinyin_words()
     load = time.perf_counter() - start
-    labelled = [line.split("\t")[0] for name in ("dev.tsv", "check.tsv")
+    labelled = [line.split("\t")[0] for name in ("dev.tsv", "check.tsv", "chat.tsv", "chat-check.tsv", "chat-blind.tsv")
                 for line in (REPO / "data" / "text" / name).read_text().splitlines() if line and line[0] != "#"]
     texts = labelled + [json.loads(line)["text"] for line in (SAMPLE / "manifest.jsonl").read_text().splitlines()]
     # Cold: every word's emission computed afresh (the per-word caches emptied), as on a new corpus.
-    tagger._emission.cache_clear(), tagger._pinyin_only.cache_clear(), lexicon._split.cache_clear()
-    start = time.perf_counter()
+    tagger._emission.cache_clear(), particles.pinyin_only.cache_clear(), lexicon._split.cache_clear()
+    tagger._form.cache_clear(), tagger._only_pinyin.cache_clear(), chat._skeleton_candidates.cache_clear()
+    start, cpu = time.perf_counter(), time.process_time()
     for line in texts:
         analyze(line)
     cold = len(texts) / (time.perf_counter() - start)
+    cold_cpu = len(texts) / (time.process_time() - cpu)  # what one core gives us on a shared machine
     lines = (texts * 10)[:5000]
     start = time.perf_counter()
     for line in lines:
         analyze(line)
     warm = len(lines) / (time.perf_counter() - start)
-    print(f"\ntext analysis on one core: {cold:.0f} utterances/s on {len(texts)} unseen utterances, "
-          f"{warm:.0f}/s once their words are cached; tables load in {load:.2f} s")
-    table.add("text frontend, one core, unseen utterances", f"{cold:.0f} utterances/s", goal=">= 2000/s",
+    print(f"\ntext analysis on one core: {cold:.0f} utterances/s on {len(texts)} unseen utterances "
+          f"({cold_cpu:.0f} per CPU-second), {warm:.0f}/s once their words are cached; tables load in {load:.2f} s")
+    table.add("text frontend, one core, unseen utterances", f"{cold:.0f} utterances/s ({cold_cpu:.0f} per CPU-s)",
+              goal=">= 2000/s",
               met=cold >= 2000)
     assert cold >= 2000
 
 
 # -- the trainer ----------------------------------------------------------------------------------
-TINY_TRAIN = {"phases": tiny_plan(10_000), "depth_decoder_frame_ratio": 1 / 16, "log_every": 1}
+# Best-checkpoint scoring is off: it is validation, measured by its own settings, not a checkpoint's cost.
+TINY_TRAIN = {"phases": tiny_plan(10_000), "depth_decoder_frame_ratio": 1 / 16, "log_every": 1,
+              "keep_best_checkpoints": 0}
 
 
 def upload_store(local_url: str, s3_endpoint: str) -> str:

@@ -14,7 +14,7 @@ from infra.storage import Store
 from preprocess.manifest import read_manifest
 from preprocess.pipeline import input_store, run
 from preprocess.shards import COLUMNS, ShardSample, split_of
-from tests.conftest import SAMPLE, copy_store, small_corpus
+from tests.conftest import SAMPLE, copy_store, shard_sample, small_corpus
 
 
 def test_sample_corpus_becomes_shards_for_every_phase_and_speaker(preprocessed_store):
@@ -54,8 +54,8 @@ def test_shard_samples_carry_codes_tags_and_masks(preprocessed_store, tmp_path):
     particle_words = [t for w, t in zip(sample.words, sample.word_times, strict=True) if w["lang"] == "particle"]
     marked = np.flatnonzero(sample.particle_mask) / 12.5
     assert marked.size and all(any(s - 0.08 <= f <= e for s, e in particle_words) for f in marked)
-    assert sample["f0_hz"].shape == (frames,) and (sample["f0_hz"] > 0).mean() > 0.3
-    assert sample["split"] == split_of(sample["id"]) == "train"
+    assert (sample.f0_hz > 0).mean() > 0.3
+    assert sample.split == split_of(sample.id) == "train"
 
 
 def test_split_is_deterministic_and_roughly_80_10_10():
@@ -181,9 +181,11 @@ def test_data_report_has_its_plots_and_the_quarantine(preprocessed_store, tmp_pa
                   "Mean F0 contour of each particle"):
         assert title in page
     assert "bad&lt;1&gt;" in page  # escaped
+    assert "Particle prosody against the expected table" in page
+    assert re.search(r"<td>lah</td><td>\d+</td>", page) and "rise_fall" in page
     assert run_store.get_json("data/manifest.json")["report"] == "report.html"
-    sample = {"speaker_id": "s", "words": [{"lang": "particle", "particle": "leh"}],
-              "word_times": [[0.0, 0.8]], "f0_hz": np.linspace(100, 200, 10)}
+    sample = shard_sample(0, 10, words=[{"text": "leh", "lang": "particle", "particle": "leh"}],
+                          word_times=[[0.0, 0.8]], f0_hz=np.linspace(100, 200, 10).astype(np.float32))
     rising = particle_contours([sample], {"s": 150.0})["leh"]
     assert rising[0] < 0 < rising[-1] and np.all(np.diff(rising) > 0)
 

@@ -188,3 +188,93 @@ def test_the_shipped_pinyin_table_is_what_the_packages_give():
     shipped = _read_pinyin_table()
     assert built.keys() == shipped.keys() and len(shipped) > 400
     assert all(abs(built[s] - shipped[s]) <= 1e-4 * built[s] for s in shipped)
+
+
+@pytest.mark.parametrize(("text", "spoken"), [
+    # Vowel-dropped Malay, matched by consonant skeleton against the Malay word list (none listed).
+    ("dia x dtg smlm sbb demam", "dia tak datang semalam sebab demam"),
+    ("korg dah smpai ke blm", "korang dah sampai ke belum"),
+    ("mmg ssh nk cri parking", "memang susah nak cari parking"),
+    ("brape harga dia", "berapa harga dia"),  # a final -a written e
+    ("kerja x hbs2", "kerja tak habis-habis"),
+    # English chat forms in English; a place code and an ambiguous skeleton stay as typed.
+    ("u r so funny", "you are so funny"),
+    ("tade duit pun", "tade duit pun"),  # said as written: no "tiada"
+    ("jumpa kat ss2 nnti", "jumpa kat ss2 nanti"),
+    ("muka dia mrh", "muka dia mrh"),  # marah or merah: left alone
+])
+def test_chat_short_forms_are_spelled_out_in_the_normalized_text(text, spoken):
+    assert analyze(text).normalized == spoken
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("sy x dtg smlm", ["ms"] * 4),
+    ("cpt sikit nnt lmbt", ["ms"] * 4),  # ambiguous between two Malay words is still Malay
+    ("r u coming or not", ["en"] * 5),  # one-letter chat English
+    ("kitorang otw ni", ["ms", "en", "ms"]),
+    ("ape hal korang ni", ["ms"] * 4),  # colloquial spellings said as written
+    ("tade duit", ["ms", "ms"]),
+])
+def test_chat_forms_take_the_language_they_stand_for(text, expected):
+    assert [w.lang for w in analyze(text).words] == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # Names and kin terms: no particle.
+    ("semalam kak lah datang rumah", ["ms", "ms", "other", "ms", "ms"]),
+    ("tolong kak la", ["ms", "ms", "particle"]),
+    ("semalam ah meng datang", ["ms", "other", "other", "ms"]),
+    ("tanya ah ma dulu", ["ms", "zh", "zh", "ms"]),
+    ("aunty mah jual kuih", ["en", "other", "ms", "ms"]),
+    ("xie xie ni de bang zhu", ["zh"] * 6),  # "bang" + a pinyin syllable: Mandarin, not abang Zhu
+    # A reduplicated Malay word, and dish names, are no particles.
+    ("usaha dia sia sia je", ["ms"] * 5),
+    ("jom makan lor mee", ["ms", "ms", "zh", "zh"]),
+    ("aku order wat tan hor satu", ["ms", "en", "zh", "zh", "zh", "ms"]),
+    # Particles after pinyin, but not the end of a Mandarin word.
+    ("chi bao liao tak larat dah", ["zh", "zh", "particle", "ms", "ms", "ms"]),
+    ("aiyo so wu liao one", ["other", "en", "zh", "zh", "particle"]),
+    ("zhe ge hen gui leh", ["zh", "zh", "zh", "zh", "particle"]),
+    ("so what lah", ["en", "en", "particle"]),
+    ("why you so like that one", ["en", "en", "en", "en", "en", "particle"]),
+])
+def test_particle_spellings_are_decided_by_what_is_around_them(text, expected):
+    assert [w.lang for w in analyze(text).words] == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # Shared words: a collocation decides, else the clause.
+    ("air mata dia jatuh", ["ms", "ms", "ms", "ms"]),
+    ("hot air balloon", ["en", "en", "en"]),
+    ("budak tu main bola", ["ms", "ms", "ms", "ms"]),
+    ("the main problem is money", ["en"] * 5),
+    ("traffic jam teruk gila", ["en", "en", "ms", "ms"]),
+    ("jam berapa sekarang", ["ms", "ms", "ms"]),
+    # Chinese-variety loans inside Malay are zh and no pinyin context for their neighbours.
+    ("ni ang pau utk kau", ["ms", "zh", "zh", "ms", "ms"]),
+    ("towkay kedai tu kaya", ["zh", "ms", "ms", "ms"]),
+    # Pinyin needs evidence: a word only pinyin can be, or a Mandarin word of two syllables.
+    ("you ni kan", ["en", "ms", "ms"]),
+    ("mei you lah don't worry", ["zh", "zh", "particle", "en", "en"]),
+])
+def test_shared_words_loans_and_pinyin_follow_their_context(text, expected):
+    assert [w.lang for w in analyze(text).words] == expected
+
+
+def test_the_chinese_loan_list_documents_variety_and_source_of_every_row():
+    from importlib import resources
+
+    text = resources.files("preprocess.text").joinpath("data/zh_loans.tsv").read_text(encoding="utf-8")
+    legend = {line.split()[1] for line in text.splitlines() if line.startswith("#   ")}
+    rows = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
+    assert len(rows) >= 60
+    for spellings, variety, hanzi, gloss, sources in rows:
+        assert spellings and gloss and hanzi
+        assert set(variety.split("/")) <= {"hok", "can", "teo", "hak", "man"}, spellings
+        assert {s.strip() for s in sources.split(",")} <= legend, spellings
+
+
+def test_the_shipped_pinyin_word_list_is_what_the_packages_give():
+    from preprocess.text.lexicon import build_pinyin_words, pinyin_words
+
+    assert set(build_pinyin_words()) == pinyin_words() and {"mei you", "bu yong"} <= pinyin_words()

@@ -7,11 +7,14 @@ A checkpoint lives under `checkpoints/<scope>/step_000500/` and holds:
     state.json            step, seed, phase, speaker, data-loader position, resolved settings
     manifest.json         sha256 of every object above: written last, so its presence commits
 and then `checkpoints/<scope>/latest.json` points at it (the small pointer object, last of all).
+A checkpoint scored by the chosen metric (validation loss or MCD) then enters `best.json` if it is
+among the best K; pruning, last, never deletes the final checkpoint or a best one.
 
 S3 has no atomic rename, so "complete" means "manifest present and every checksum matches".
 Resume starts from the pointer's checkpoint and falls back to the newest other one that verifies.
 Objects are never overwritten in place: each step gets a new zero-padded prefix. The last N
-checkpoints are kept, plus the scope's final one (`final.json` names it).
+checkpoints are kept, plus the scope's final one (`final.json` names it) and the best K
+(`best.json`: metric, and step + value of each, best first).
 A phase's final adapter is published the same way under `adapters/phase<N>[/<speaker>]/`.
 """
 
@@ -31,6 +34,7 @@ from trainer.fence import Fence
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 STEP_PREFIX = "step_"
+BEST = "best.json"
 
 
 class CheckpointError(RuntimeError):
@@ -85,17 +89,22 @@ class Restored:
 class Checkpoints:
     """The checkpoints of one training scope (a phase, or a phase-4 speaker) of a run."""
 
-    def __init__(self, run: Store, scope: str, keep_last: int):
+    def __init__(self, run: Store, scope: str, keep_last: int, keep_best: int = 0, metric: str = "val_loss"):
         self.run = run
+        self.scope = scope
         self.prefix = f"checkpoints/{scope}"
         self.keep_last = keep_last
+        self.keep_best = keep_best
+        self.metric = metric  # lower is better (a loss, MCD)
 
     def steps(self) -> list[int]:
         digits = [n.removeprefix(STEP_PREFIX) for n in self.run.list_dirs(self.prefix) if n.startswith(STEP_PREFIX)]
         return sorted(int(d) for d in digits if d.isdigit())
 
-    def save(self, step: int, local: Path, fence: Fence | None = None, final: bool = False) -> str:
-        """Commit the files in `local` as checkpoint `step`, move the pointer, prune old ones.
+    def save(self, step: int, local: Path, fence: Fence | None = None, final: bool = False,
+             score: float | None = None) -> str:
+        """Commit the files in `local` as checkpoint `step`, move the pointer, record its `score` (the
+        metric's value; None = not scored) among the best, prune old ones.
         Raises trainer.fence.Fenced (before writing anything it can avoid) if superseded."""
         prefix = f"{self.prefix}/{step_name(step)}"
         if fence is not None:
@@ -109,6 +118,8 @@ class Checkpoints:
                           {"step": step, "generation": fence.generation if fence else None})
         if final:
             self.mark_final(step)
+        if score is not None and self.keep_best:
+            self._record_best(step, score)
         self._prune(keep=step)
         return self.run.uri(prefix)
 
@@ -122,11 +133,39 @@ class Checkpoints:
         except (FileNotFoundError, KeyError, ValueError, TypeError):
             return None
 
+    def best(self) -> list[dict[str, Any]]:
+        """The best checkpoints by this scope's metric, best first: [{"step", "value"}]; empty when
+        none was scored (or they were scored by another metric)."""
+        try:
+            record = self.run.get_json(f"{self.prefix}/{BEST}")
+        except (FileNotFoundError, ValueError):
+            return []
+        if record.get("metric") != self.metric:
+            return []
+        return list(record.get("checkpoints", []))
+
+    def best_record(self) -> dict[str, Any] | None:
+        """best.json as written, whatever its metric (for listings)."""
+        try:
+            return self.run.get_json(f"{self.prefix}/{BEST}")
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _record_best(self, step: int, value: float) -> None:
+        record = self.best_record()
+        if record is not None and record.get("metric") != self.metric:
+            log.warning("%s: best checkpoints were ranked by %s; ranking by %s from now on (the old ones may be "
+                        "pruned)", self.scope, record.get("metric"), self.metric)
+        entries = [e for e in self.best() if e["step"] != step] + [{"step": step, "value": float(value)}]
+        entries.sort(key=lambda e: (e["value"], -e["step"]))
+        self.run.put_json(f"{self.prefix}/{BEST}", {"metric": self.metric, "lower_is_better": True,
+                                                    "checkpoints": entries[: self.keep_best]})
+
     def _prune(self, keep: int) -> None:
-        final = self._pointer("final.json")
-        steps = [s for s in self.steps() if s != final]
-        for old in steps[: -self.keep_last]:
-            if old != keep:
+        steps = self.steps()
+        protected = {self._pointer("final.json"), keep, *steps[-self.keep_last :]} | {e["step"] for e in self.best()}
+        for old in steps:
+            if old not in protected:
                 self.run.delete(f"{self.prefix}/{step_name(old)}")
 
     def restore_latest(self, workdir: Path) -> Restored | None:
@@ -147,6 +186,30 @@ class Checkpoints:
                 continue
             return Restored(step=step, directory=target, state=state)
         return None
+
+
+def fetch_best(run: Store, scope: str, metric: str, local: Path, rank: int = 1) -> dict[str, Any]:
+    """Download and verify the `rank`-th best checkpoint of `scope` and put its weights (a peft
+    adapter, or a full model) in `local`; returns {"scope", "step", "metric", "value", "rank"}."""
+    checkpoints = Checkpoints(run, scope, keep_last=1, metric=metric)
+    best = checkpoints.best()
+    if len(best) < rank:
+        record = checkpoints.best_record()
+        other = f" (they are ranked by {record['metric']}: set train.best_metric={record['metric']})" \
+            if record and record.get("metric") != metric else ""
+        raise CheckpointError(
+            f"no best checkpoint #{rank} by {metric} for {scope} at {run.uri(checkpoints.prefix)}{other}; "
+            "checkpoints are ranked when train.keep_best_checkpoints > 0")
+    entry = best[rank - 1]
+    with tempfile.TemporaryDirectory(prefix="best-") as tmp:
+        download_verified(run, f"{checkpoints.prefix}/{step_name(entry['step'])}", Path(tmp))
+        local.mkdir(parents=True, exist_ok=True)
+        for path in sorted((Path(tmp) / "weights").rglob("*")):
+            if path.is_file():
+                target = local / path.relative_to(Path(tmp) / "weights")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+    return {"scope": scope, "step": entry["step"], "metric": metric, "value": entry["value"], "rank": rank}
 
 
 def adapter_prefix(phase: int, speaker: str | None = None) -> str:

@@ -63,6 +63,11 @@ class RunLogger:
             self.run.log({f"audio/{name}": self._wandb.Audio(audio, sample_rate=sample_rate)
                           for name, audio in clips.items()}, step=step)
 
+    def log_figures(self, step: int, figures: dict[str, object]) -> None:
+        """Matplotlib figures as W&B images (the evaluation report's plots)."""
+        if self.run is not None:
+            self.run.log({name: self._wandb.Image(fig) for name, fig in figures.items()}, step=step)
+
     def close(self) -> None:
         if self.run is not None:
             self.run.finish(quiet=True)

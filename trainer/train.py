@@ -48,10 +48,11 @@ from trainer.model import (
 )
 from trainer.monitor import Monitor, StepResult
 from trainer.preemption import NoticePoller, StopRequest
+from trainer.validation import CATEGORIES, category_loss
 
 log = logging.getLogger(__name__)
-# Validation categories: (name, dataset phase, which frames count).
-VAL_CATEGORIES = (("single_language", 1, "all"), ("code_switched", 2, "all"), ("particle", 3, "particle"))
+# Validation categories: (name, dataset phase, which frames count); see trainer/validation.py.
+VAL_CATEGORIES = tuple((c.name, c.phase, c.frames) for c in CATEGORIES)
 # Fixed prompts for audio samples: Malay, English, code-switched, and each common particle.
 AUDIO_PROMPTS = {
     "malay": "Selamat pagi, apa khabar hari ini?",
@@ -133,7 +134,9 @@ class PhaseTrainer:
         self.speaker_index = {spk: i for i, spk in enumerate(self.data["speakers"])}
         if self.speaker is not None and self.speaker not in self.speaker_index:
             raise ValueError(f"speaker {self.speaker!r} is not in the data (speakers: {self.data['speakers']})")
-        self.checkpoints = Checkpoints(self.run, self.scope, self.settings.train.keep_last_checkpoints)
+        t = self.settings.train
+        self.checkpoints = Checkpoints(self.run, self.scope, t.keep_last_checkpoints, t.keep_best_checkpoints,
+                                       t.best_metric)
 
     def _starting_point(self) -> tuple[Restored | None, Path | None]:
         """The checkpoint to resume (if any) and the weights to load: its own, the previous phase's
@@ -233,7 +236,7 @@ class PhaseTrainer:
         return [(own, 1.0 - share)] + [(prefix, share / len(earlier)) for prefix in earlier]
 
     def _load_validation(self) -> dict[str, list[ShardSample]]:
-        if self.settings.logging.val_every == 0:
+        if self.settings.logging.val_every == 0 and not self.settings.train.keep_best_checkpoints:
             return {}
         count = self.settings.logging.val_batches * self.plan.batch_size
         cache = self.settings.cache_dir / "streaming"
@@ -305,19 +308,20 @@ class PhaseTrainer:
         """Validation and audio samples, when due."""
         every = self.settings.logging
         if every.val_every and self.step % every.val_every == 0:
-            self.logger.log(self.step, self.validate())
+            self._validation_at = (self.step, self.validate())
+            self.logger.log(self.step, self._validation_at[1])
         if every.audio_every and self.step % every.audio_every == 0:
             self._log_audio()
 
     def _stopped(self) -> int | None:
         """A preemption notice or an exhausted budget: checkpoint, say so, and the exit code."""
         if self.stop.reason is not None:
-            self.save_checkpoint()
+            self.save_checkpoint(score=False)  # no time to score: the instance is going away
             log.warning("stopped by %s at step %d after a checkpoint; run again to resume", self.stop.reason, self.step)
             return exit_codes.PREEMPTED
         exhausted = self.budget.exhausted()
         if exhausted:
-            self.save_checkpoint()
+            self.save_checkpoint(score=False)
             self.publish()
             log.error("budget exhausted: %s; stopped at step %d with a checkpoint and the adapter so far at %s",
                       exhausted, self.step, self.adapter_uri)
@@ -373,22 +377,17 @@ class PhaseTrainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean unweighted loss per category on fixed validation samples; particle: particle frames."""
+        """Mean unweighted loss per category over exactly its frames (trainer/validation.py)."""
         results = {}
         with self._evaluating():
             for name, _, frames in VAL_CATEGORIES:
                 samples = self.validation.get(name)
                 if not samples:
                     continue
-                losses = []
-                for i in range(0, len(samples), self.plan.batch_size):
-                    chunk = samples[i : i + self.plan.batch_size]
-                    weights = [s.particle_mask.astype(np.float32) for s in chunk] if frames == "particle" else None
-                    batch = build_batch(chunk, self.tokenizer, self.model.config, self.speaker_index,
-                                        weights=weights)
-                    parts = weighted_csm_loss(self.model, batch.to(self.device))
-                    losses.append(parts.loss.item())
-                results[f"val/{name}"] = float(np.mean(losses))
+                loss = category_loss(self.model, self.tokenizer, samples, self.speaker_index, frames,
+                                     self.plan.batch_size, self.device)
+                if loss is not None:
+                    results[f"val/{name}"] = loss
         return results
 
     def _log_audio(self) -> None:
@@ -402,7 +401,32 @@ class PhaseTrainer:
         self.logger.log_audio(self.step, clips, csm_parts(self.model).codec_model.config.sampling_rate)
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def save_checkpoint(self, final: bool = False) -> str:
+    def checkpoint_score(self) -> float | None:
+        """The current weights' value of `train.best_metric` (lower is better), or None when best
+        checkpoints are not kept. val_loss: the mean of the validation categories (reused when
+        validation just ran at this step); mcd: MCD of generated validation clips."""
+        t = self.settings.train
+        if not t.keep_best_checkpoints:
+            return None
+        if t.best_metric == "val_loss":
+            at, results = getattr(self, "_validation_at", (None, {}))
+            if at != self.step:
+                results = self.validate()
+                self.logger.log(self.step, results)
+                self._validation_at = (self.step, results)
+            return float(np.mean(list(results.values()))) if results else None
+        from trainer.evaluate import validation_mcd
+
+        clips = [s for samples in self.validation.values() for s in samples][: self.settings.evaluation.mcd_clips]
+        with self._evaluating():
+            mcd = validation_mcd(self.model, self.tokenizer, clips, self.speaker_index,
+                                 self.settings.evaluation.max_seconds, self.settings.seed)
+        if mcd is not None:
+            self.logger.log(self.step, {"val/mcd": mcd})
+        return mcd
+
+    def save_checkpoint(self, final: bool = False, score: bool = True) -> str:
+        value = self.checkpoint_score() if score else None
         local = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self.workdir))
         try:
             self.model.save_pretrained(local / "weights")
@@ -421,9 +445,10 @@ class PhaseTrainer:
                 "wandb_run_id": self.logger.run_id,
                 "fence_generation": self.fence.generation,
                 "settings": self.settings.model_dump(mode="json"),
+                "score": None if value is None else {"metric": self.settings.train.best_metric, "value": value},
             }
             (local / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
-            uri = self.checkpoints.save(self.step, local, fence=self.fence, final=final)
+            uri = self.checkpoints.save(self.step, local, fence=self.fence, final=final, score=value)
             self.budget.write_ledger(self.run, self.step, self.startup_s)
             log.info("checkpoint %s", uri)
             return uri

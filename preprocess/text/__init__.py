@@ -3,8 +3,9 @@
 `analyze(text)` is the one entry point (also `python -m preprocess.text analyze`, one JSON object
 per input line). Tags: `ms`, `en`, `zh` (pinyin, Hanzi, Chinese-dialect loans), `particle`,
 `other` (names, numbers, symbols, interjections). Phase: 3 if any particle, else 2 if two or more
-of ms/en/zh occur, else 1. How words are tagged: `preprocess.text.tagger`; the spoken form:
-`preprocess.text.normalize`; pronunciations: `preprocess.text.pronounce`.
+of ms/en/zh occur, else 1. How words are tagged: `preprocess.text.tagger` (chat short forms:
+`chat`; particles in context: `particles`; words both languages share: `context`); the spoken
+form: `preprocess.text.normalize`; pronunciations: `preprocess.text.pronounce` (Malay: `malay`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`python -m preprocess.text`: analyze (JSON lines), eval (scores on labelled sets), lexicon (MFA)."""
+"""`python -m preprocess.text`: analyze (JSON lines), eval (scores on labelled sets), eval-lexicon
+(Malay pronunciations against a labelled word list), lexicon (MFA)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 DEV_SET = Path("data/text/dev.tsv")
+LEXICON_SET = Path("data/text/lexicon.tsv")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("files", nargs="*", type=Path, default=[DEV_SET], help=f"labelled sets (default {DEV_SET})")
     ev.add_argument("--errors", action="store_true", help="list every utterance we tag wrongly")
     ev.add_argument("--no-baseline", action="store_true", help="skip the lingua baseline")
+    el = sub.add_parser("eval-lexicon", help="score Malay pronunciations against labelled word lists")
+    el.add_argument("files", nargs="*", type=Path, default=[LEXICON_SET],
+                    help=f"word<TAB>IPA lists (default {LEXICON_SET})")
+    el.add_argument("--errors", action="store_true", help="list every word we pronounce wrongly")
     lx = sub.add_parser("lexicon", help="write an MFA pronunciation dictionary for a corpus's words")
     lx.add_argument("files", nargs="*", type=Path,
                     help="manifests (.jsonl/.csv, their `text`) or text files (a line an utterance); default stdin")
@@ -29,12 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "lexicon":
         return _lexicon(args.files, args.output)
 
-    if args.command == "eval":
-        from preprocess.text.evaluate import report
+    if args.command in ("eval", "eval-lexicon"):
+        from preprocess.text import evaluate, lexicon_eval
 
         for path in args.files:
             try:
-                print(report(path, show_errors=args.errors, baseline=not args.no_baseline))
+                if args.command == "eval":
+                    print(evaluate.report(path, show_errors=args.errors, baseline=not args.no_baseline))
+                else:
+                    print(lexicon_eval.report(path, show_errors=args.errors))
             except (OSError, ValueError) as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 2

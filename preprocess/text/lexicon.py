@@ -4,8 +4,8 @@ Open classes come from well-kept packages, loaded once per process and never fro
 Malay, Indonesian and English word frequencies from `wordfreq`, the Mandarin syllable inventory
 from `pypinyin` with each syllable's frequency in Chinese text (wordfreq's Chinese list read
 through pypinyin; shipped as `data/pinyin_freq.tsv`, rebuilt by `build_pinyin_table`).
-Closed classes (discourse particles, interjections, Chinese-dialect loans, function words the
-particle rules look at) are short hand-kept lists below.
+Closed classes (discourse particles, interjections, function words the particle rules look at) are
+short hand-kept lists below; Chinese-variety loans are a documented word list (`data/zh_loans.tsv`).
 """
 
 from __future__ import annotations
@@ -44,11 +44,16 @@ hmm hmmm hm uh uhh um umm erm omg oh ohh ooh aduh adoi adui aduhai walao walau w
 hehe lol wow yay ouch oops huh ha haa
 """.split())
 
-# Chinese-dialect (Hokkien, Cantonese) words common in Malaysian speech, written in Latin letters.
-ZH_LOANS = frozenset("""
-tapau dapao kiasu kiasi cincai paiseh paisei angpau ang pau kopitiam yumcha yum cha towkay taukeh sifu
-leng lui zai chio bo jio boh kaypoh kepoh sueh suay huat heng ong lou kongsi sui kuey teow kway popiah
-""".split()) - {"lou"}
+# Kin terms and titles used before a name: after them a particle spelling that a clause goes on from
+# is a name ("kak Lah datang", "aunty Mah jual kuih"), not a particle ("tolong kak la").
+KIN_TITLES = frozenset("""
+kak akak abang bang adik dik mak pak cik makcik pakcik tok atuk nenek opah wan uncle aunty auntie encik
+puan tuan datuk dato mr mrs miss madam ms
+""".split())
+# Words that head a place name: a particle spelling after them is part of the name ("Jalan Lor").
+PLACE_HEADS = frozenset("""
+jalan jln lorong lrg taman tmn kampung kampong kg bukit bt sungai sg pulau pulau bandar simpang kuala
+""".split())
 
 # Before a clause-final "one"/"what", these make it an ordinary English word ("that one", "you want
 # what?"), not a particle ("so stingy one", "I told you already what").
@@ -74,6 +79,8 @@ mac mei jun julai ogos oktober disember
 """.split())
 
 _PINYIN_TABLE = "data/pinyin_freq.tsv"
+_ZH_LOANS = "data/zh_loans.tsv"
+_PINYIN_WORDS = "data/pinyin_words.tsv"
 _HANZI_WORD = re.compile(r"^[\u3400-\u9fff]+$")
 
 
@@ -100,6 +107,20 @@ def frequencies() -> Frequencies:
 def pinyin_frequencies() -> dict[str, float]:
     """The shipped Mandarin syllable table alone (reading pinyin needs no word tables)."""
     return _read_pinyin_table()
+
+
+@functools.cache
+def zh_loans() -> dict[tuple[str, ...], str]:
+    """Chinese-variety loans in Latin letters (`data/zh_loans.tsv`, its sources documented there):
+    each spelling as a tuple of lower-case words -> its variety."""
+    text = resources.files("preprocess.text").joinpath(_ZH_LOANS).read_text(encoding="utf-8")
+    loans: dict[tuple[str, ...], str] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            spellings, variety = line.split("\t")[:2]
+            for spelling in spellings.split("|"):
+                loans[tuple(spelling.lower().split())] = variety
+    return loans
 
 
 def _read_pinyin_table() -> dict[str, float]:
@@ -134,6 +155,31 @@ def write_pinyin_table(path) -> None:
     lines = ["# Mandarin syllable frequencies: preprocess.text.lexicon.build_pinyin_table (wordfreq zh + pypinyin)"]
     lines += [f"{s}\t{f:.4e}" for s, f in table.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@functools.cache
+def pinyin_words() -> frozenset[str]:
+    """Two-syllable Mandarin words in toneless pinyin, "mei you", "bu yong" (`data/pinyin_words.tsv`,
+    rebuilt by `build_pinyin_words`)."""
+    text = resources.files("preprocess.text").joinpath(_PINYIN_WORDS).read_text(encoding="utf-8")
+    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def build_pinyin_words(top: int = 20000) -> list[str]:
+    """The two-Hanzi words among the `top` most frequent of wordfreq's Chinese list, in toneless
+    pinyin ("没有" -> "mei you"), sorted."""
+    import wordfreq
+    from pypinyin import Style, lazy_pinyin
+
+    words = sorted(wordfreq.get_frequency_dict("zh").items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return sorted({" ".join(lazy_pinyin(w, style=Style.NORMAL)) for w, _ in words
+                   if len(w) == 2 and _HANZI_WORD.match(w)})
+
+
+def write_pinyin_words(path) -> None:
+    lines = ["# Two-syllable Mandarin words in toneless pinyin: preprocess.text.lexicon.build_pinyin_words",
+             "# (the 20,000 most frequent words of wordfreq's Chinese list, read with pypinyin)"]
+    path.write_text("\n".join(lines + build_pinyin_words()) + "\n", encoding="utf-8")
 
 
 def split_pinyin(word: str) -> list[str] | None:

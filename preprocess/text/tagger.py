@@ -3,47 +3,54 @@
 Three passes over the words of an utterance:
 
 1. Closed classes by form and position: numbers, symbols, addresses and interjections are `other`,
-   names (capitalised mid-sentence, acronyms) are `other`, Hanzi and Chinese-dialect loans are
-   `zh`, chat short forms are `ms`, particles are `particle`. The words that are both a particle and
-   an ordinary word ("what", "one", "ah", "wo", "liao") are particles only at the end of a clause
-   and after a word that does not take them as an object or noun ("so stingy one" vs "that one",
-   "I told you already what" vs "you want what?").
+   names (capitalised mid-sentence, acronyms, "ah" + a name) are `other`, Hanzi and the documented
+   Chinese-variety loans (`data/zh_loans.tsv`, whole phrases first: "lor mee") are `zh`, chat short
+   forms are `ms` or `en` by what they stand for (`preprocess.text.chat`: "sbb", "dtg", "u", "pls"),
+   particles are `particle` where their context allows (`preprocess.text.particles`).
 2. The rest by a hidden Markov model over ms/en/zh: emissions are word frequencies (wordfreq's
    Malay, English and Indonesian tables; Mandarin syllable frequencies for pinyin), transitions
    favour staying in a language, so a word found in two languages ("ni", "you", "air") takes the
    language its neighbours make likely ("budak ni" vs "ni hao"). Particles and `other` words are
-   transparent: the language carries across them. Viterbi decoding, three states.
+   transparent: the language carries across them. A word both languages have is fixed by a known
+   collocation ("air mata", "main road") or leans to its clause's language
+   (`preprocess.text.context`). Viterbi decoding, three states.
 3. Words no table knows fall back on a character-trigram model (Malay or English by spelling) and on
    pinyin segmentation ("xiexie").
 
 English loans that Malay text uses freely ("okay", "best", "order") are frequent in wordfreq's
 Malay table too; for a word common in English its Malay frequency is capped by its Indonesian one,
-which keeps genuinely shared words ("air", "main", "data") Malay-capable and loans English.
+which keeps genuinely shared words ("air", "main", "data") Malay-capable and loans English. A word
+English has must also be spelled like Malay to be Malay ("project", "stress" are not), unless Malay
+text uses it a hundred times more than English text ("universiti", "proses").
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
-from dataclasses import dataclass
 
+from preprocess.text import chat
 from preprocess.text.charmodel import char_model
+from preprocess.text.context import COLLOCATIONS, clause_bias, collocation
 from preprocess.text.lexicon import (
-    AMBIGUOUS_PARTICLES,
-    ARTICLES,
     CALENDAR,
-    DETERMINERS,
     INTERJECTIONS,
-    OBJECT_VERBS,
+    KIN_TITLES,
     PARTICLE_VARIANTS,
+    PLACE_HEADS,
     TITLES,
-    ZH_LOANS,
     frequencies,
     pinyin_frequencies,
+    pinyin_words,
     split_pinyin,
+    zh_loans,
 )
-from preprocess.text.normalize import SHORT_FORMS, clean_unicode
+from preprocess.text.particles import name_after_title, particle, pinyin_only, starts_name
+from preprocess.text.tokens import Token, tokenize
+
+__all__ = ["Token", "tag", "tokenize"]
 
 STATES = ("ms", "en", "zh")
 # Log transition and start probabilities. Switching between Malay and English is common (single
@@ -68,78 +75,131 @@ _TRANS_BOUNDARY = _log_table({
 })
 _EN_COMMON = 1.5e-5  # above this English frequency a Malay reading must be backed by Indonesian
 _OOV = 1e-8  # probability mass spread by the character model over words no table has
+_NO_PINYIN = math.log(1e-12)  # the zh emission of a word that cannot be read as pinyin
 _NEGATORS = frozenset({"tak", "x", "tk", "tidak", "takkan", "mana", "dah"})
+_AH = frozenset({"ah", "ahh"})
+_TITLE_OR_PLACE = KIN_TITLES | PLACE_HEADS
 _CLITICS = ("lah", "nya", "kah", "pun", "ku", "mu", "tah")
 
-_CLAUSE_END = re.compile(r"[.,!?;:…)\]]+$")
-_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*$")
-_PUNCT_EDGES = re.compile(r"^[^\w]+|[^\w]+$", re.UNICODE)
-_REDUPLICATED = re.compile(r"[^\W\d_]{2,}2")
+_REDUPLICATED = re.compile(r"(?=[^\W\d_]*[aeiouAEIOU])[^\W\d_]{2,}2")
 _HANZI = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _ADDRESS = re.compile(r"@|^(?:https?://|www\.)|\w\.\w+\.|^\w+\.(?:com|my|net|org)\b", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Token:
-    text: str
-    clause_end: bool  # followed by punctuation that ends a clause, or the last word
-    question: bool  # followed by "?"
-    sentence_start: bool  # first word, or after . ! ?
-
-
-def tokenize(text: str) -> list[Token]:
-    """Whitespace tokens with edge punctuation stripped; punctuation-only tokens are left out."""
-    raw = clean_unicode(text).split(" ") if text.strip() else []
-    out: list[Token] = []
-    start = True
-    for position, token in enumerate(raw):
-        word = _PUNCT_EDGES.sub("", token)
-        if word:
-            last = position == len(raw) - 1
-            out.append(Token(word, bool(_CLAUSE_END.search(token)) or last, "?" in token[len(word):], start))
-            start = False
-        if _SENTENCE_END.search(token):
-            start = True
-    return out
-
-
 def tag(tokens: list[Token]) -> list[tuple[str, str | None]]:
     """(language tag, canonical particle or None) for each token."""
-    fixed: list[tuple[str, str | None] | None] = [_closed_class(tokens, i) for i in range(len(tokens))]
-    open_positions = [i for i, f in enumerate(fixed) if f is None or f[0] in STATES]
-    # A fixed zh/ms word still takes part in the HMM (as context), with only its own state allowed.
+    loans = _loan_spans(tokens)
+    fixed: list[tuple[str, str | None] | None] = [_closed_class(tokens, i, loans) for i in range(len(tokens))]
+    lows = [t.text.lower() for t in tokens]
+    shared = False
+    for i, f in enumerate(fixed):
+        if f is None and lows[i] in COLLOCATIONS:
+            shared = True
+            if lang := collocation(tokens, i):
+                fixed[i] = (lang, None)
+    # Loans are transparent like particles: a Hokkien word inside a Malay clause is no pinyin context.
+    open_positions = [i for i, f in enumerate(fixed) if f is None or (f[0] in STATES and i not in loans)]
+    # A fixed zh/ms/en word still takes part in the HMM (as context), with only its own state allowed.
     emissions = [_emission(tokens[i].text) if fixed[i] is None else _only(fixed[i][0]) for i in open_positions]
-    # Is there a clause boundary between each open word and the one before it?
-    boundaries = [any(tokens[j].clause_end for j in range(a, b))
-                  for a, b in zip(open_positions, open_positions[1:], strict=False)]
+    if any(fixed[i] is None and e[2] > _NO_PINYIN for i, e in zip(open_positions, emissions, strict=True)) \
+            and not _pinyin_evidence(lows, fixed, loans):
+        # Pinyin needs a word that can only be pinyin ("hao", "xiexie"), a Mandarin word of two
+        # syllables ("mei you") or Hanzi; "you ni kan" is English and Malay, however well it reads.
+        emissions = [(ms, en, -math.inf) if fixed[i] is None else (ms, en, zh)
+                     for i, (ms, en, zh) in zip(open_positions, emissions, strict=True)]
+    if shared:
+        clause_of = list(itertools.accumulate((t.clause_end for t in tokens), initial=0))
+        bias = clause_bias([lows[i] for i in open_positions], emissions, [clause_of[i] for i in open_positions])
+        emissions = [(ms + shift, en, zh) for (ms, en, zh), shift in zip(emissions, bias, strict=True)]
+    # Is there a clause boundary between each open word and the one before it? A particle ends its
+    # clause in speech as a comma does in writing ("wo bu yao lah, you take").
+    ends = [t.clause_end or (j + 1 < len(tokens) and fixed[j + 1] is not None and fixed[j + 1][0] == "particle")
+            for j, t in enumerate(tokens)]
+    boundaries = [any(ends[a:b]) for a, b in zip(open_positions, open_positions[1:], strict=False)]
     for i, lang in zip(open_positions, _viterbi(emissions, boundaries), strict=True):
         if fixed[i] is None:
             fixed[i] = (lang, None)
     return fixed  # type: ignore[return-value]
 
 
-def _closed_class(tokens: list[Token], i: int) -> tuple[str, str | None] | None:
+def _loan_spans(tokens: list[Token]) -> set[int]:
+    """Positions of the words that make up a documented Chinese-variety loan, longest loans first."""
+    loans, first_words = zh_loans(), _loan_first_words()
+    lows = [t.text.lower() for t in tokens]
+    covered: set[int] = set()
+    i = 0
+    while i < len(lows):
+        if lows[i] in first_words:
+            for size in (4, 3, 2, 1):
+                if i + size <= len(lows) and tuple(lows[i:i + size]) in loans:
+                    covered.update(range(i, i + size))
+                    i += size - 1
+                    break
+        i += 1
+    return covered
+
+
+@functools.cache
+def _loan_first_words() -> frozenset[str]:
+    return frozenset(loan[0] for loan in zh_loans())
+
+
+def _closed_class(tokens: list[Token], i: int, loans: set[int]) -> tuple[str, str | None] | None:
     token = tokens[i]
     word, low = token.text, token.text.lower()
-    if _HANZI.search(word):
+    form = _form(word)
+    if form == "hanzi":
         return ("zh", None)
-    if _REDUPLICATED.fullmatch(word):
+    if form == "reduplicated":
         return None  # budak2: a Malay plural, spelled out by the normaliser
-    if not any(ch.isalpha() for ch in word) or any(ch.isdigit() for ch in word) or _ADDRESS.search(word):
+    if form == "symbolic":
         return ("other", None)  # numbers, amounts, times, URLs, e-mail: spoken by the normaliser
-    if _is_name(tokens, i):
+    if i in loans and (i - 1 in loans or i + 1 in loans):
+        return ("zh", None)  # a loan of several words: ah ma, lor mee
+    previous = tokens[i - 1].text.lower() if i > 0 else ""
+    if ((word[0].isupper() and _is_name(tokens, i)) or (low in _AH and starts_name(tokens, i))
+            or (previous in _AH and starts_name(tokens, i - 1))
+            or (previous in _TITLE_OR_PLACE and name_after_title(tokens, i))):
+        return ("other", None)  # Mei Ling, ah Meng, kak Lah, aunty Mah, uncle Lim
+    if i in loans:
+        return ("zh", None)  # a one-word loan, unless it was a name: Ah Huat
+    if form == "interjection" or (low in _AH and token.sentence_start):
         return ("other", None)
-    if low in INTERJECTIONS or (low in ("ah", "ahh") and token.sentence_start):
-        return ("other", None)
-    if low == "leh" and i > 0 and tokens[i - 1].text.lower() in _NEGATORS:
+    if low == "leh" and previous in _NEGATORS:
         return ("ms", None)  # "tak leh" is "tak boleh", not the particle
-    particle = _particle(tokens, i)
-    if particle:
-        return ("particle", particle)
-    if low in ZH_LOANS:
-        return ("zh", None)
-    if SHORT_FORMS.get(low, low) != low:
-        return ("ms", None)  # chat short forms: yg, dgn, x, sy
+    if form == "particle":
+        found = particle(tokens, i)
+        if found:
+            return ("particle", found)
+    if form == "ms-short":
+        return ("ms", None)  # chat short forms: yg, dgn, x, sbb, dtg
+    if form == "en-short":
+        return ("en", None)  # u, r, pls, tmr
+    return None
+
+
+@functools.lru_cache(maxsize=262144)
+def _form(word: str) -> str | None:
+    """What a word is by its spelling alone, before any context (cached per spelling)."""
+    low = word.lower()
+    if _HANZI.search(word):
+        return "hanzi"
+    if _REDUPLICATED.fullmatch(word):
+        return "reduplicated"
+    if word.endswith("2") and len(word) > 2 and word[:-1].isalpha() and chat.is_malay_short_form(word[:-1]):
+        return "ms-short"  # hbs2: habis-habis
+    if any(ch.isdigit() for ch in word) and chat.english_form(word):
+        return "en-short"  # b4, 2day
+    if not any(ch.isalpha() for ch in word) or any(ch.isdigit() for ch in word) or _ADDRESS.search(word):
+        return "symbolic"
+    if low in INTERJECTIONS:
+        return "interjection"
+    if low in PARTICLE_VARIANTS:
+        return "particle"
+    if chat.is_malay_short_form(word):
+        return "ms-short"
+    if chat.english_form(word):
+        return "en-short"
     return None
 
 
@@ -170,35 +230,32 @@ def _is_name(tokens: list[Token], i: int) -> bool:
     return (word in ("Ah", "Ahh") or not common) and _is_name(tokens, i + 1)
 
 
-def _particle(tokens: list[Token], i: int) -> str | None:
-    token = tokens[i]
-    low = token.text.lower()
-    canonical = PARTICLE_VARIANTS.get(low)
-    if canonical is None or low not in AMBIGUOUS_PARTICLES:
-        return canonical
-    if i == 0:
-        return None
-    at_end = token.clause_end or (i + 1 < len(tokens) and tokens[i + 1].text.lower() in PARTICLE_VARIANTS)
-    previous = tokens[i - 1].text.lower()
-    if canonical == "ah":
-        # Mid-sentence topic marker too ("this one ah, ..."), unless it starts a name ("tolong Ah Meng").
-        return canonical if at_end or not token.text[0].isupper() else None
-    if not at_end:
-        return None
-    if canonical == "what":
-        return None if token.question or previous in OBJECT_VERBS else canonical
-    if canonical == "one":
-        # "that one", "the red one" (an article two words back), but "no problem one" is a particle.
-        two_back = tokens[i - 2].text.lower() if i >= 2 else ""
-        return None if previous in OBJECT_VERBS or previous in DETERMINERS or two_back in ARTICLES else canonical
-    # wo / liao: particles after a clause, pinyin inside a pinyin run ("wo ai ni", "ni shuo wo").
-    return None if _pinyin_only(previous) else canonical
+def _pinyin_evidence(lows: list[str], fixed: list, loans: set[int]) -> bool:
+    """Does anything in the utterance show it holds Mandarin: Hanzi, a word only pinyin can be, or
+    two neighbours that make a Mandarin word (and not both common Malay or English words)?"""
+    if any(f is not None and f[0] == "zh" and i not in loans for i, f in enumerate(fixed)):
+        return True
+    words, freq = pinyin_words(), frequencies()
+    for i, low in enumerate(lows):
+        if fixed[i] is not None:
+            continue
+        if _only_pinyin(low):
+            return True
+        if i + 1 < len(lows) and fixed[i + 1] is None and f"{low} {lows[i + 1]}" in words and min(
+                max(freq.ms.get(w, 0.0), freq.en.get(w, 0.0)) for w in (low, lows[i + 1])) < 1e-4:
+            return True
+    return False
 
 
 @functools.lru_cache(maxsize=65536)
-def _pinyin_only(low: str) -> bool:
+def _only_pinyin(low: str) -> bool:
+    """Can `low` only be pinyin: a Mandarin syllable or run of them that Malay and English barely
+    use ("hao", "xiexie")?"""
+    if pinyin_only(low):
+        return True
     freq = frequencies()
-    return low in freq.pinyin and max(freq.ms.get(low, 0.0), freq.en.get(low, 0.0)) < 1e-5
+    return (4 < len(low) <= 24 and max(freq.ms.get(low, 0.0), freq.en.get(low, 0.0)) < 1e-6
+            and (split_pinyin(low) or [None]) != [None] and len(split_pinyin(low) or []) >= 2)
 
 
 def _only(state: str) -> tuple[float, float, float]:
@@ -224,9 +281,12 @@ def _emission(word: str) -> tuple[float, float, float]:
         # A common English word is Malay only as far as Indonesian uses it too: "air", "main",
         # "data" stay possible; "okay" (Indonesian "oke") does not.
         p_ms = min(p_ms, freq.id.get(low, 0.0))
-    if p_en > 0.0:
-        # A word English has must also be spelled like Malay to be Malay ("project", "stress" are not).
+    if p_en > 0.0 and 100 * p_en >= p_ms:
+        # A word English has must also be spelled like Malay to be Malay ("project", "stress" are not),
+        # unless Malay text uses it far more than English text does ("universiti", "proses").
         p_ms *= min(1.0, 2.0 * spelled_malay)
+    if chat.colloquial_malay(low):
+        p_ms = max(p_ms, 1e-4)  # korang, camne, ape, mane: Malay as chat says it
     if p_ms == 0.0 and len(low) > 4:
         for clitic in _CLITICS:
             base = low[: -len(clitic)]
@@ -235,7 +295,7 @@ def _emission(word: str) -> tuple[float, float, float]:
                 break
     p_zh = _pinyin_probability(low)
     p_ms, p_en = p_ms + _OOV * spelled_malay, p_en + _OOV * (1 - spelled_malay)
-    return (math.log(p_ms), math.log(p_en), math.log(p_zh) if p_zh > 0 else math.log(1e-12))
+    return (math.log(p_ms), math.log(p_en), math.log(p_zh) if p_zh > 0 else _NO_PINYIN)
 
 
 def _pinyin_probability(low: str) -> float:
