@@ -195,3 +195,39 @@ def test_unsloth_lora_targets_the_same_layers_as_peft_and_never_the_codec(tiny):
     assert by_pattern == adapted(lora_config(lora))
     assert by_pattern and not any("codec_model" in n for n in by_pattern)
     assert any("depth_decoder" in n for n in by_pattern) and any("backbone_model" in n for n in by_pattern)
+
+
+# -- reading values back --------------------------------------------------------------------------
+def test_the_loop_reads_values_back_from_the_device_only_at_the_steps_it_logs(store_with_data, make_settings,
+                                                                              monkeypatch):
+    """`.item()` and `float(tensor)` wait for the GPU to finish; a step that does neither lets the
+    host queue the next step while the device works. (AdamW's step counters are not counted: torch
+    keeps them on the host, so reading them never waits for the device.)"""
+    import threading
+
+    from trainer import exit_codes
+    from trainer.train import PhaseTrainer
+
+    settings = make_settings(store=store_with_data, run_id="shared", steps=6,
+                             train={"log_every": 3, "checkpoint_every": 100})
+    trainer = PhaseTrainer(settings, 1, progress=False)
+    trainer.setup()
+    read_at: list[int] = []
+
+    def counted(method):
+        def read(self, *args):
+            counters = (state.get("step") for state in trainer.optimizer.state.values())
+            if threading.current_thread() is threading.main_thread() and not any(self is c for c in counters):
+                read_at.append(trainer.step)
+            return method(self, *args)
+        return read
+
+    monkeypatch.setattr(torch.Tensor, "item", counted(torch.Tensor.item))
+    monkeypatch.setattr(torch.Tensor, "__float__", counted(torch.Tensor.__float__))
+    try:
+        assert trainer.train() == exit_codes.FINISHED
+    finally:
+        monkeypatch.undo()
+        trainer.cleanup()
+    # Steps 1-6 run with trainer.step 0-5 during the step and 1-6 after it: only the logged 3 and 6 read.
+    assert read_at and set(read_at) <= {3, 6}, sorted(set(read_at))
