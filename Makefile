@@ -20,7 +20,7 @@ LOCAL_CONFIG ?= $(or $(SUARA_CONFIG),configs/local.yaml)
 
 export SKYPILOT_DISABLE_USAGE_COLLECTION := 1
 
-.PHONY: help setup test test-slow test-browser bench eval-text validate-prosody lint train-all train-local train-cloud smoke pull-adapters image push lock gpu-lock clean
+.PHONY: help setup test test-slow test-browser bench bench-gpu eval-text validate-prosody lint train-all train-local train-cloud smoke pull-adapters image push lock gpu-lock clean
 
 help:
 	@echo "make setup          build $(VENV) from requirements/lock.txt (pinned)"
@@ -28,7 +28,8 @@ help:
 	@echo "make test-slow      the slow tests (more preemption trials)"
 	@echo "make test-browser   the listening test in headless chromium (installs Debian's chromium if missing)"
 	@echo "make validate-prosody   the particle classifier's accuracy per shape on synthetic particles"
-	@echo "make bench          benchmarks"
+	@echo "make bench [REAL=1] benchmarks: one table of ratios (REAL=1 adds the full-size random CSM-1B; minutes)"
+	@echo "make bench-gpu      the trainer on a GPU: backends x batch x LoRA rank x depth ratio -> docs/perf/"
 	@echo "make eval-text      text frontend vs a lingua baseline on the labelled sets; the Malay lexicon"
 	@echo "make lint           ruff + hadolint"
 	@echo "make train-all      preprocess + phases 1-4 locally on the embedded defaults"
@@ -63,7 +64,11 @@ validate-prosody: setup
 	$(BIN)/python -m preprocess.prosody validate
 
 bench: setup
-	$(BIN)/python -m pytest -q -m bench -s
+	$(BIN)/python -m pytest -q -m bench -s $(if $(REAL),--real-shape)
+
+# Refuses (exit 2) where CUDA is not available.
+bench-gpu: setup
+	$(BIN)/python -m trainer.gpu_bench
 
 eval-text: setup
 	$(BIN)/python -m preprocess.text eval data/text/dev.tsv data/text/check.tsv data/text/chat.tsv data/text/chat-check.tsv data/text/chat-blind.tsv

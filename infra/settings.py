@@ -22,6 +22,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from infra.models import pairing_error
+
 ENV_PREFIX = "SUARA_"
 DEFAULTS_YAML = Path(__file__).with_name("defaults.yaml")
 _yaml_path: ContextVar[Path | None] = ContextVar("suara_yaml_path", default=None)
@@ -159,12 +161,23 @@ class TrainSettings(_Strict):
     best_metric: Literal["val_loss", "mcd"] = "val_loss"
     # lora: adapters on a frozen base; full: every weight but the codec (a new language on 24 GB).
     mode: Literal["lora", "full"] = "lora"
-    # unsloth (CUDA only): Unsloth's patched model, 8-bit AdamW, bf16 autocast, gradient
-    # checkpointing; peft: transformers + peft; auto: unsloth when CUDA and the package are there.
+    # unsloth (CUDA only, LoRA only): Unsloth's patched model, its LoRA and its gradient
+    # checkpointing; peft: transformers + peft; auto: unsloth for LoRA when CUDA and the package are
+    # there, else peft. Full fine-tuning always runs on peft, with fp32 master weights.
     backend: Literal["auto", "peft", "unsloth"] = "auto"
     load_in_4bit: bool = False  # unsloth only: a 4-bit (QLoRA) base instead of 16-bit
+    # peft backend: recompute each layer's activations in the backward pass instead of keeping them
+    # (far less activation memory for about a third more compute). Unsloth always checkpoints.
+    gradient_checkpointing: bool = False
+    # adamw: fp32 moments; adamw_8bit: bitsandbytes' 8-bit moments (CUDA only; a quarter of the
+    # memory); auto: adamw_8bit on CUDA when bitsandbytes is installed, else adamw.
+    optimizer: Literal["auto", "adamw", "adamw_8bit"] = "auto"
+    # Batches built ahead of the step on a background thread (tokens, masks, padding); 0 = built on
+    # the training thread. The samples and their order are the same either way.
+    prefetch_batches: int = Field(default=2, ge=0)
     # Length bucketing: batches are cut from a window of this many batches' samples sorted by
-    # length, each under `frame_budget` padded frames (None: just `batch_size` samples).
+    # length, each under `frame_budget` padded sequence positions (rows x the longest row, counting
+    # text tokens, audio frames and any context turn; None: just `batch_size` samples).
     bucket_window_batches: int = Field(default=8, gt=0)
     frame_budget: int | None = Field(default=None, gt=0)
     # Share of targets trained with a reference clip of the same speaker before them (its frames
@@ -177,6 +190,16 @@ class TrainSettings(_Strict):
     # emergency checkpoint and exits with the retryable code STALLED (infra/exit_codes.py). Far
     # above a step, a checkpoint upload or a validation pass on a slow machine.
     stall_timeout_s: float = Field(default=900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backend_fits_mode(self) -> TrainSettings:
+        if self.backend == "unsloth" and self.mode == "full":
+            raise ValueError(
+                "train.backend=unsloth cannot do train.mode=full: Unsloth's full fine-tuning keeps bf16 weights "
+                "without fp32 master copies, so small updates round away; use backend=peft (or auto), which "
+                "keeps fp32 master weights, or mode=lora"
+            )
+        return self
 
     @field_validator("phases")
     @classmethod
@@ -285,12 +308,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _codec_matches_model(self) -> Settings:
-        if (self.model == "tiny") != (self.codec == "tiny"):
-            raise ValueError(
-                f"model {self.model!r} and codec {self.codec!r} do not fit together: the tiny CSM has its "
-                "own tiny Mimi; use model=tiny with codec=tiny, or a real CSM with a real Mimi "
-                "(e.g. model=sesame/csm-1b codec=kyutai/mimi)"
-            )
+        problem = pairing_error(self.model, self.codec)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property

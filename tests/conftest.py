@@ -17,6 +17,11 @@ SAMPLE = REPO / "data" / "sample"
 BUCKET = "suara-test"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--real-shape", action="store_true",
+                     help="benchmarks: add the rows measured on the full-size random CSM-1B (minutes, ~12 GB)")
+
+
 @pytest.fixture(autouse=True)
 def _no_user_settings(monkeypatch):
     """Tests see only the settings they set: a developer's SUARA_* variables are removed."""

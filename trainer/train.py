@@ -12,6 +12,7 @@ a resumed run ends with the same adapter as an uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
@@ -21,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,10 @@ from preprocess.shards import ShardSample, dataset_prefix, read_data_manifest
 from trainer import exit_codes
 from trainer.budget import BudgetGuard, read_ledger
 from trainer.checkpoint import Checkpoints, Restored, fetch_adapter, is_incomplete, publish_adapter
-from trainer.data import ShardStream, first_samples
+from trainer.data import Drawn, Position, Prefetcher, ShardStream, first_samples
 from trainer.fence import Fence, Fenced
 from trainer.logger import RunLogger
-from trainer.loss import build_batch, csm_parts, weighted_csm_loss
+from trainer.loss import Batch, build_batch, csm_parts, turn_ids, weighted_csm_loss
 from trainer.model import (
     backend,
     base_model_source,
@@ -60,6 +62,14 @@ AUDIO_PROMPTS = {
     "code_switched": "Saya nak go to the kedai sekejap.",
     **{f"particle_{p}": f"Okay {p}, I go first." for p in ("lah", "leh", "lor", "meh", "mah", "loh", "hor")},
 }
+
+
+@dataclass
+class Prepared:
+    """A batch built ahead of its step, and where the data stream stands once it is trained on."""
+
+    batch: Batch
+    position: Position
 
 
 class PhaseTrainer:
@@ -181,9 +191,24 @@ class PhaseTrainer:
 
     def _build_data(self) -> None:
         s = self.settings
+        # Batches are drawn and built on the prefetch thread, with a tokenizer of its own (a fast
+        # tokenizer is not meant to be shared between threads).
+        self._data_tokenizer = copy.deepcopy(self.tokenizer) if s.train.prefetch_batches else self.tokenizer
         self.stream = ShardStream(self.run, self._streams(), self.plan.batch_size, s.seed + self.phase,
                                   s.cache_dir / "streaming", window_batches=s.train.bucket_window_batches,
-                                  frame_budget=s.train.frame_budget)
+                                  frame_budget=s.train.frame_budget, length=self._row_length,
+                                  context_share=s.train.context_share)
+
+    def _row_length(self, sample: ShardSample) -> int:
+        """Sequence positions a sample takes as a target turn: its prompt tokens, frames, audio EOS."""
+        speaker = self.speaker_index[sample.speaker_id]
+        return len(turn_ids(self._data_tokenizer, self.model.config, speaker, sample.normalized)) + sample.frames + 1
+
+    def _prepare(self, drawn: Drawn) -> Prepared:
+        """A drawn batch as model inputs on the host (pinned on CUDA, for an asynchronous copy)."""
+        batch = build_batch(drawn.samples, self._data_tokenizer, self.model.config, self.speaker_index,
+                            self.plan.particle_weight, self.plan.switch_weight, contexts=drawn.contexts)
+        return Prepared(batch.pin_memory() if self.device.type == "cuda" else batch, drawn.position)
 
     def _resume(self, restored: Restored | None) -> dict[str, Any]:
         """Restore the training state saved with the checkpoint; its state.json (empty when fresh)."""
@@ -195,7 +220,9 @@ class PhaseTrainer:
             _set_rng_state(torch.load(restored.directory / "rng.pt", weights_only=False))
             self.step = restored.step
             log.info("resumed %s from step %d", self.scope, self.step)
-        self._batches = self.stream.batches()
+        # The prefetch thread runs ahead; checkpoints record the position of the last batch trained on.
+        self._position = self.stream.state_dict()
+        self._batches = Prefetcher(self.stream.drawn(), self._prepare, self.settings.train.prefetch_batches)
         state = restored.state if restored is not None else {}
         self.seconds_per_step = state.get("seconds_per_step")
         return state
@@ -259,9 +286,10 @@ class PhaseTrainer:
         try:
             with self._listening_for_stops(), self._watched():
                 while self.step < self.max_steps:
-                    batch = next(self._batches)
+                    prepared = self.next_batch()
                     with self._state_lock:
-                        result = self.train_step(batch)
+                        result = self.train_step(prepared.batch)
+                        self._position = prepared.position.as_dict()
                         self.step += 1
                         self.monitor.record(self.step, result)
                         self._side_trips()
@@ -278,12 +306,14 @@ class PhaseTrainer:
         finally:
             self.monitor.close()
 
-    def train_step(self, samples: list[ShardSample]) -> StepResult:
-        """One optimizer step: forward, weighted loss, backward, clip, update, schedule."""
+    def next_batch(self) -> Prepared:
+        """The next batch, built ahead on the prefetch thread (or now, with prefetch off)."""
+        return next(self._batches)
+
+    def train_step(self, batch: Batch) -> StepResult:
+        """One optimizer step on a built batch: forward, weighted loss, backward, clip, update, schedule."""
         started = time.perf_counter()
-        batch = build_batch(samples, self.tokenizer, self.model.config, self.speaker_index,
-                            self.plan.particle_weight, self.plan.switch_weight,
-                            contexts=self._contexts(samples)).to(self.device)
+        batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             parts = weighted_csm_loss(self.model, batch, self.settings.train.depth_decoder_frame_ratio)
         parts.loss.backward()
@@ -291,7 +321,7 @@ class PhaseTrainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(parts, grad_norm, self.scheduler.get_last_lr()[0], len(samples), batch.num_frames,
+        return StepResult(parts, grad_norm, self.scheduler.get_last_lr()[0], batch.rows, batch.num_frames,
                           time.perf_counter() - started)
 
     def _side_trips(self) -> None:
@@ -330,8 +360,9 @@ class PhaseTrainer:
             self._last_heartbeat = self.clock()
 
     def _progressed(self) -> None:
-        """A step finished: remember where the data stands and tell the watchdog."""
-        self._loader_state = self.stream.state_dict()
+        """A step finished: remember where the data stands (the prefetcher runs ahead of the
+        stream's own position) and tell the watchdog."""
+        self._loader_state = self._position
         self.watchdog.progress()
 
     @contextmanager
@@ -379,18 +410,6 @@ class PhaseTrainer:
             if poller is not None:
                 poller.close()
             self.stop.restore_signal_handlers()
-
-    def _contexts(self, samples: list[ShardSample]) -> list[ShardSample | None]:
-        """A reference clip of the same speaker before some targets (voice-cloning-style turns)."""
-        share = self.settings.train.context_share
-        if share == 0:
-            return [None] * len(samples)
-        contexts: list[ShardSample | None] = []
-        for i, sample in enumerate(samples):
-            others = [o for j, o in enumerate(samples) if j != i and o.speaker_id == sample.speaker_id]
-            use = others and torch.rand(()).item() < share
-            contexts.append(others[int(torch.randint(len(others), ()).item())] if use else None)
-        return contexts
 
     # -- evaluation ----------------------------------------------------------------------------
     @contextmanager
@@ -470,7 +489,7 @@ class PhaseTrainer:
                 "speaker": self.speaker,
                 "seed": self.settings.seed,
                 "max_steps": self.max_steps,
-                "loader": loader_state or self.stream.state_dict(),
+                "loader": loader_state or self._position,
                 "spent_usd": self.budget.spent,
                 "seconds_per_step": self.monitor.seconds_per_step if self.monitor else self.seconds_per_step,
                 "wandb_run_id": self.logger.run_id,
@@ -509,6 +528,8 @@ class PhaseTrainer:
     def cleanup(self) -> None:
         if hasattr(self, "logger"):
             self.logger.close()
+        if hasattr(self, "_batches"):
+            self._batches.close()
         if hasattr(self, "stream"):
             self.stream.close()
         if hasattr(self, "workdir"):
