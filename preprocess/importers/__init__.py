@@ -88,7 +88,8 @@ class Item:
 @dataclass(frozen=True)
 class ImportOptions:
     language: str | None = None  # for rows whose source names no language
-    speaker: str | None = None  # ljspeech: the one speaker (default: the source folder's name); folder: clips at its top
+    # ljspeech: the one speaker (default: the source folder's name); folder: the speaker of clips at its top
+    speaker: str | None = None
     tsv: str = "validated.tsv"  # commonvoice: which of the release's lists
     text_column: str | None = None  # hf: default the first of TEXT_COLUMNS present
     audio_root: Store | None = None  # kaldi: where wav.scp paths are read from (default: the data directory)

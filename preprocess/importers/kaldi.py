@@ -68,7 +68,8 @@ def _audio(utt: str, wav_scp: dict[str, str], segments: dict[str, str] | None, s
         try:
             start_s, end_s = float(start), float(end)
         except ValueError:
-            raise RowError("bad_segment", f"segment of {utt!r}: start {start!r} / end {end!r} are not numbers") from None
+            raise RowError("bad_segment", f"segment of {utt!r}: start {start!r} / end {end!r} are not "
+                                          "numbers") from None
         if not (start_s >= 0 and (end_s == -1 or end_s > start_s)):
             raise RowError("bad_segment", f"segment of {utt!r} runs {start_s:g}..{end_s:g} s: needs "
                                           "0 <= start < end (or end -1)")
