@@ -60,9 +60,10 @@ def kept_ids(settings) -> list[str]:
     ids = []
     for key in run_store.get_json("data/manifest.json")["buckets"]:
         if not key.startswith("phase4/"):
-            ds = open_dataset(remote=run_store.uri(f"data/{key}"), local=str(settings.cache_dir / "mds" / key),
-                              batch_size=1)
-            ids += [ds[i]["id"] for i in range(len(ds))]
+            with run_store.library_env():  # the S3 endpoint, for mosaicml-streaming's own client
+                ds = open_dataset(remote=run_store.uri(f"data/{key}"), local=str(settings.cache_dir / "mds" / key),
+                                  batch_size=1)
+                ids += [ds[i]["id"] for i in range(len(ds))]
     return sorted(ids)
 
 
