@@ -162,3 +162,31 @@ def tiny(cache_dir):
 
     path = tiny_bundle(cache_dir)
     return CsmForConditionalGeneration.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+@pytest.fixture(scope="session")
+def published_store(preprocessed_store, tmp_path_factory, cache_dir) -> str:
+    """A copy of the preprocessed store (run id `shared`) with every phase's adapter published after two
+    real training steps (phase 4: speaker_01 and speaker_02); read-only use (copy_store to write)."""
+    import torch
+
+    from infra.settings import load_settings
+    from trainer.train import PhaseTrainer
+
+    store = copy_store(preprocessed_store, tmp_path_factory.mktemp("published") / "store")
+    settings = load_settings(store=store, cache_dir=cache_dir, run_id="shared",
+                             train={"phases": tiny_plan(steps=2, batch_size=2), "checkpoint_every": 4},
+                             logging={"wandb_mode": "disabled", "val_every": 0})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is faster, and far faster on a busy machine
+    try:
+        for phase, speaker in [(1, None), (2, None), (3, None), (4, "speaker_01"), (4, "speaker_02")]:
+            trainer = PhaseTrainer(settings, phase, speaker, progress=False)
+            try:
+                trainer.setup()
+                assert trainer.train() == 0
+            finally:
+                trainer.cleanup()
+    finally:
+        torch.set_num_threads(threads)
+    return store

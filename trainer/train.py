@@ -31,7 +31,7 @@ from infra.storage import Store
 from preprocess.shards import ShardSample, dataset_prefix, read_data_manifest
 from trainer import exit_codes
 from trainer.budget import BudgetGuard, read_ledger
-from trainer.checkpoint import Checkpoints, Restored, fetch_adapter, publish_adapter
+from trainer.checkpoint import Checkpoints, Restored, fetch_adapter, is_incomplete, publish_adapter
 from trainer.data import ShardStream, first_samples
 from trainer.fence import Fence, Fenced
 from trainer.logger import RunLogger
@@ -63,7 +63,8 @@ AUDIO_PROMPTS = {
 class PhaseTrainer:
     def __init__(self, settings: Settings, phase: int, speaker: str | None = None,
                  max_steps: int | None = None, checkpoint_every: int | None = None, progress: bool = True,
-                 clock: Callable[[], float] = time.monotonic, started_at: float | None = None):
+                 clock: Callable[[], float] = time.monotonic, started_at: float | None = None,
+                 allow_incomplete: bool = False):
         if phase not in (1, 2, 3, 4):
             raise ValueError(f"phase must be 1, 2, 3 or 4, got {phase}")
         if (phase == 4) != (speaker is not None):
@@ -81,6 +82,7 @@ class PhaseTrainer:
         self.progress = progress
         self.clock = clock
         self.started_at = started_at  # process start: model loading is paid for too
+        self.allow_incomplete = allow_incomplete  # may start from a previous phase that stopped early
         self.scope = f"phase{phase}" + (f"/{speaker}" if speaker else "")
         self.step = 0
         self.stop = StopRequest()
@@ -140,6 +142,14 @@ class PhaseTrainer:
             return None, None
         weights = self.workdir / "previous"
         previous = fetch_adapter(self.run, self.phase - 1, None, weights)
+        if is_incomplete(previous):
+            if not self.allow_incomplete:
+                raise ValueError(
+                    f"phase {self.phase - 1}'s adapter is incomplete ({previous.get('steps')} steps: its run stopped "
+                    f"early, e.g. at a budget cap); finish it (python -m trainer train --phase {self.phase - 1} with "
+                    "more budget) or start from it anyway with --allow-incomplete")
+            log.warning("starting from phase %d's incomplete adapter (%s steps), as asked", self.phase - 1,
+                        previous.get("steps"))
         mode = self.settings.train.mode
         if previous.get("mode", "lora") != mode:
             raise ValueError(f"phase {self.phase - 1} was trained in {previous.get('mode', 'lora')} mode but "
