@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -57,11 +58,14 @@ def kept_ids(settings) -> list[str]:
     from trainer.shared_memory import open_dataset
 
     run_store = Store.for_run(settings)
+    # A folder of its own: the cache folder is shared by the session, and streaming would read
+    # another test's shards left under the same key.
+    local = Path(tempfile.mkdtemp(prefix="mds-", dir=settings.cache_dir))
     ids = []
     for key in run_store.get_json("data/manifest.json")["buckets"]:
         if not key.startswith("phase4/"):
             with run_store.library_env():  # the S3 endpoint, for mosaicml-streaming's own client
-                ds = open_dataset(remote=run_store.uri(f"data/{key}"), local=str(settings.cache_dir / "mds" / key),
+                ds = open_dataset(remote=run_store.uri(f"data/{key}"), local=str(local / key),
                                   batch_size=1)
                 ids += [ds[i]["id"] for i in range(len(ds))]
     return sorted(ids)
