@@ -20,7 +20,7 @@ LOCAL_CONFIG ?= $(or $(SUARA_CONFIG),configs/local.yaml)
 
 export SKYPILOT_DISABLE_USAGE_COLLECTION := 1
 
-.PHONY: help setup test test-slow test-browser bench bench-gpu eval-text validate-prosody lint train-all train-local train-cloud smoke pull-adapters image push lock gpu-lock clean
+.PHONY: help setup test test-slow test-browser bench bench-gpu bench-scale eval-text validate-prosody lint train-all train-local train-cloud smoke pull-adapters image push lock gpu-lock clean
 
 help:
 	@echo "make setup          build $(VENV) from requirements/lock.txt (pinned)"
@@ -30,6 +30,7 @@ help:
 	@echo "make validate-prosody   the particle classifier's accuracy per shape on synthetic particles"
 	@echo "make bench [REAL=1] benchmarks: one table of ratios (REAL=1 adds the full-size random CSM-1B; minutes)"
 	@echo "make bench-gpu      the trainer on a GPU: backends x batch x LoRA rank x depth ratio -> docs/perf/"
+	@echo "make bench-scale [BENCH_HOURS=3]   preprocessing time and memory at corpus scale, full and half size"
 	@echo "make eval-text      text frontend vs a lingua baseline on the labelled sets; the Malay lexicon"
 	@echo "make lint           ruff + hadolint"
 	@echo "make train-all      preprocess + phases 1-4 locally on the embedded defaults"
@@ -69,6 +70,11 @@ bench: setup
 # Refuses (exit 2) where CUDA is not available.
 bench-gpu: setup
 	$(BIN)/python -m trainer.gpu_bench
+
+# Preprocessing at corpus scale from the local S3 endpoint: BENCH_HOURS of generated speech, full and half.
+BENCH_HOURS ?= 3
+bench-scale: setup
+	SUARA_BENCH_HOURS=$(BENCH_HOURS) $(BIN)/python -m pytest -q -m bench -s tests/test_bench_scale.py
 
 eval-text: setup
 	$(BIN)/python -m preprocess.text eval data/text/dev.tsv data/text/check.tsv data/text/chat.tsv data/text/chat-check.tsv data/text/chat-blind.tsv

@@ -147,6 +147,45 @@ class Store:
     def get_json(self, key: str) -> Any:
         return json.loads(self.get_bytes(key))
 
+    @contextmanager
+    def reader(self, key: str) -> Iterator[Any]:
+        """A seekable binary file of `key`, read in blocks as it is used (an S3 object by ranged reads)."""
+        try:
+            fh = self.fs.open(self._path(key), "rb", block_size=1 << 20)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.uri(key)}: {exc}") from exc
+        with fh:
+            yield fh
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[Any]:
+        """A binary file that becomes `key` when the block ends without an error, and never shows half
+        written: a local file is written beside it and renamed; an S3 object is a multipart upload
+        that completes on close (and is abandoned on an error)."""
+        path = self._path(key)
+        target = f"{path}.tmp-{os.getpid()}" if self.scheme == "file" else path
+        try:
+            fh = self.fs.open(target, "wb")
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.uri(key)}: {exc}") from exc
+        try:
+            yield fh
+        except BaseException:
+            if self.scheme == "s3":
+                fh.discard()  # nothing becomes visible
+            else:
+                fh.close()
+                os.unlink(target)
+            raise
+        try:
+            fh.close()
+            if self.scheme == "file":
+                os.replace(target, path)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.uri(key)}: {exc}") from exc
+
     def put_file(self, local: Path | str, key: str) -> None:
         try:
             self.fs.put_file(str(local), self._path(key))

@@ -1,4 +1,6 @@
-"""`python -m preprocess run`: audio + manifest in, Mimi-coded training shards out."""
+"""`python -m preprocess run`: audio + manifest in, Mimi-coded training shards out;
+`python -m preprocess import`: a corpus in another format (Hugging Face, Common Voice, LJSpeech,
+Kaldi, a folder of clips and transcripts) converted to a manifest + audio."""
 
 from __future__ import annotations
 
@@ -22,11 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--input", help="folder or s3:// prefix with manifest.jsonl/.csv (default: sample corpus)")
     run_p.add_argument("--run-id", help="override SUARA_RUN_ID")
     run_p.add_argument("--no-progress", action="store_true")
+    _format_options(run_p, required=False)
     # On a SkyPilot multi-node task every node runs this command; each takes its share.
     run_p.add_argument("--rank", type=int, default=int(os.environ.get("SKYPILOT_NODE_RANK", "0")),
                        help="this machine's share (default: $SKYPILOT_NODE_RANK or 0)")
     run_p.add_argument("--world-size", type=int, default=int(os.environ.get("SKYPILOT_NUM_NODES", "1")),
                        help="number of machines (default: $SKYPILOT_NUM_NODES or 1)")
+    import_p = sub.add_parser("import", help="convert a corpus in another format to a manifest (+ audio)")
+    import_p.add_argument("source", metavar="SRC", help="the corpus: a folder or s3:// prefix")
+    import_p.add_argument("--to", required=True, metavar="DEST",
+                          help="folder or s3:// prefix for manifest.jsonl and audio (SRC itself: the manifest "
+                               "names the source's files where they are)")
+    import_p.add_argument("--no-progress", action="store_true")
+    _format_options(import_p, required=True)
     report_p = sub.add_parser("report", help="write the run's HTML data report (plots) and link it")
     report_p.add_argument("--run-id", help="override SUARA_RUN_ID")
     eval_p = sub.add_parser("align-eval", help="word-boundary error of the espeak-ng+DTW aligner on a corpus "
@@ -57,11 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     from preprocess.quarantine import RunError
 
     try:
-        settings = load_settings(args.config, run_id=args.run_id)
+        settings = load_settings(args.config, run_id=getattr(args, "run_id", None))
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     try:
+        if args.command == "import":
+            return _import(args, settings)
         if args.command == "report":
             from preprocess.report import build_report
 
@@ -76,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: budget: {refusal}; not starting", file=sys.stderr)
                 return BUDGET_EXHAUSTED
             source = input_store(args.input, settings)
+            if args.format is not None and args.input is None:
+                raise ValueError("--format needs --input (the corpus in that format)")
             with _metered(settings, args.rank) as meter:
                 report = run(settings, source, progress=not args.no_progress, rank=args.rank,
-                             world_size=args.world_size)
+                             world_size=args.world_size, fmt=args.format, options=_options(args, settings))
             print(f"rank {args.rank}: ${meter.spent():.4f} spent on preprocessing (ledger {meter.scope})")
     except (SettingsError, ManifestError, FileNotFoundError, ValueError, RunError, StoreError) as exc:
         raise SystemExit(f"error: {exc}") from None
@@ -121,6 +135,44 @@ def _metered(settings, rank: int):
         return before + (time.monotonic() - since) / 3600 * price.usd
 
     return Heartbeat(run_store, scope, spent, price.usd, settings.budget.heartbeat_s, price_source=price.source)
+
+
+def _format_options(parser: argparse.ArgumentParser, required: bool) -> None:
+    from preprocess.importers import FORMATS
+
+    parser.add_argument("--format", choices=FORMATS, required=required,
+                        help="the input's format" + ("" if required else " (default: our manifest)"))
+    parser.add_argument("--language", help="language of rows whose source names none (e.g. ms)")
+    parser.add_argument("--speaker", help="ljspeech: its one speaker (default: the folder's name); "
+                                          "folder: speaker of clips at the top")
+    parser.add_argument("--tsv", default="validated.tsv", help="commonvoice: which list (default validated.tsv)")
+    parser.add_argument("--text-column", help="hf: the transcript column (default: text, sentence, ...)")
+    parser.add_argument("--audio-root", help="kaldi: folder the wav.scp paths are under (default: SRC)")
+
+
+def _options(args: argparse.Namespace, settings: object) -> object:
+    from preprocess.importers import ImportOptions
+    from preprocess.pipeline import input_store
+
+    root = input_store(args.audio_root, settings) if args.audio_root else None
+    return ImportOptions(language=args.language, speaker=args.speaker, tsv=args.tsv, text_column=args.text_column,
+                         audio_root=root)
+
+
+def _import(args: argparse.Namespace, settings: object) -> int:
+    from preprocess.importers import import_corpus
+    from preprocess.pipeline import input_store, output_store
+
+    source = input_store(args.source, settings)
+    report = import_corpus(args.format, source, output_store(args.to, settings), _options(args, settings),
+                           progress=not args.no_progress)
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(report.by_reason.items()))
+    print(f"imported {report.imported} of {report.rows} rows, quarantined {report.quarantined}"
+          + (f" ({reasons})" if reasons else ""))
+    print(f"  manifest:   {report.manifest_uri}")
+    print(f"  quarantine: {report.quarantine_uri}")
+    print(f"  next: python -m preprocess run --input {args.to}")
+    return 0
 
 
 if __name__ == "__main__":

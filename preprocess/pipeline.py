@@ -31,6 +31,7 @@ from infra.settings import PreprocessSettings, Settings
 from infra.storage import Store
 from preprocess import align, mfa
 from preprocess.codec import Codec
+from preprocess.importers import ImportOptions, converted_rows, import_rejections
 from preprocess.manifest import Utterance, read_manifest
 from preprocess.prepare import FRAME_RATE_HZ, Prepared, for_mfa, prepare, worker_init
 from preprocess.quarantine import Rejected, RunError, guarded, is_run_fault
@@ -72,6 +73,15 @@ def input_store(location: str | None, settings: Settings) -> Store:
     path = Path(location.removeprefix("file://")).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"input {location} is not a folder")
+    return Store(f"file://{path.resolve()}")
+
+
+def output_store(location: str, settings: Settings) -> Store:
+    """A folder (made when missing) or s3:// prefix to write an imported corpus to."""
+    if location.startswith("s3://"):
+        return Store(location, settings.s3_endpoint_url)
+    path = Path(location.removeprefix("file://")).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
     return Store(f"file://{path.resolve()}")
 
 
@@ -119,10 +129,20 @@ def _merge_once(run_store: Store, rank: int, world_size: int) -> Report | None:
     return None
 
 
-def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0, world_size: int = 1) -> Report:
-    """Preprocess this rank's share of the input; the rank that completes the set merges."""
+def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0, world_size: int = 1,
+        fmt: str | None = None, options: ImportOptions | None = None) -> Report:
+    """Preprocess this rank's share of the input; the rank that completes the set merges. With `fmt`
+    (importers.FORMATS) the input is a corpus in that format, converted on the fly: audio the
+    source holds as files is read where it is, audio bytes and segments are staged on local disk."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+    with _staging(settings, fmt) as staging:
+        return _run(settings, source, progress, rank, world_size,
+                    _input_rows(source, fmt, options or ImportOptions(), staging, rank, world_size))
+
+
+def _run(settings: Settings, source: Store, progress: bool, rank: int, world_size: int,
+         input_rows: Iterator[tuple[Utterance | Rejected, Store]]) -> Report:
     pre = settings.preprocess
     run_store = Store.for_run(settings)
     if _finished_before(run_store, rank, world_size, source.url):
@@ -132,12 +152,12 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
                                 merged=False)
     _clear_rank(run_store, rank, world_size)
     codec = _load_codec(settings)
-    rows, jobs, rejected = _rows_of_rank(source, rank, world_size)
+    rows, jobs, rejected = _rows_of_rank(input_rows, rank, world_size)
     workers = pre.workers or os.cpu_count() or 1
     aligned: dict[str, Any] = {}
     if pre.aligner == "mfa" or (pre.aligner == "auto" and mfa.available()):
-        aligned = _mfa_pass(jobs, source, pre, workers)
-    work = [(row, source.url, source.endpoint_url, pre, aligned.get(row.id)) for row in jobs]
+        aligned = _mfa_pass(jobs, pre, workers)
+    work = [(row, store.url, store.endpoint_url, pre, aligned.get(row.id)) for row, store in jobs]
     desc = "preprocess" if world_size == 1 else f"preprocess rank {rank}/{world_size}"
     with shard_writer(run_store, rank) as writer, _pool(workers) as pool:
         dataset = RankDataset(writer, codec, pre, rejected)
@@ -184,14 +204,44 @@ def _load_codec(settings: Settings) -> Codec:
     return codec
 
 
-def _rows_of_rank(source: Store, rank: int,
-                  world_size: int) -> tuple[list[Utterance | Rejected], list[Utterance], list[Rejected]]:
-    """This rank's manifest rows; those to process (first of each id) and those rejected already."""
-    rows = [r for r in read_manifest(source) if rank_of(r.id, world_size) == rank]
+@contextmanager
+def _staging(settings: Settings, fmt: str | None) -> Iterator[Store | None]:
+    """Local disk for the audio a converted corpus holds as bytes or segments, for this run only."""
+    if fmt is None:
+        yield None
+        return
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="suara-import-", dir=settings.cache_dir) as tmp:
+        yield Store(f"file://{tmp}")
+
+
+def _input_rows(source: Store, fmt: str | None, options: ImportOptions, staging: Store | None, rank: int,
+                world_size: int) -> Iterator[tuple[Utterance | Rejected, Store]]:
+    """Every input row with the store its audio is read from: the manifest's rows (after the entries
+    of an earlier import's quarantine), or a corpus in `fmt` converted row by row. Rows of other
+    ranks are skipped before they are converted."""
+    if fmt is None:
+        for item in itertools.chain(import_rejections(source), read_manifest(source)):
+            yield item, source
+        return
+    assert staging is not None
+    mine = (lambda utt_id: rank_of(utt_id, world_size) == rank) if world_size > 1 else None
+    for outcome in converted_rows(fmt, source, staging, options, in_place=True, keep=mine):
+        yield (outcome, source) if isinstance(outcome, Rejected) else outcome
+
+
+def _rows_of_rank(input_rows: Iterator[tuple[Utterance | Rejected, Store]], rank: int, world_size: int,
+                  ) -> tuple[list[Utterance | Rejected], list[tuple[Utterance, Store]], list[Rejected]]:
+    """This rank's input rows; those to process (first of each id, with the store of their audio)
+    and those rejected already."""
+    rows: list[Utterance | Rejected] = []
     rejected: list[Rejected] = []
-    jobs: list[Utterance] = []
+    jobs: list[tuple[Utterance, Store]] = []
     first_line: dict[str, int | None] = {}
-    for row in rows:
+    for row, store in input_rows:
+        if rank_of(row.id, world_size) != rank:
+            continue
+        rows.append(row)
         if isinstance(row, Rejected):
             rejected.append(row)
         elif row.id in first_line:
@@ -199,7 +249,7 @@ def _rows_of_rank(source: Store, rank: int,
                                                                  f"manifest line {first_line[row.id]})"))
         else:
             first_line[row.id] = row.line
-            jobs.append(row)
+            jobs.append((row, store))
     return rows, jobs, rejected
 
 
@@ -299,14 +349,14 @@ class RankDataset:
         }
 
 
-def _mfa_pass(jobs: list[Utterance], source: Store, pre: Any, workers: int) -> dict[str, Any]:
+def _mfa_pass(jobs: list[tuple[Utterance, Store]], pre: Any, workers: int) -> dict[str, Any]:
     """Clean every clip into an MFA corpus on disk, train and align it; word timings per id."""
     if not mfa.available():
         raise ValueError("preprocess.aligner=mfa needs the `mfa` command (the GPU image has it); "
                          "use auto, espeak_dtw or proportional")
     with tempfile.TemporaryDirectory(prefix="suara-mfa-") as tmp:
         root = Path(tmp)
-        work = [(row, source.url, source.endpoint_url, pre, root) for row in jobs]
+        work = [(row, store.url, store.endpoint_url, pre, root) for row, store in jobs]
         with _pool(workers) as pool:
             items = [i for i in _ordered(pool, for_mfa, work, window=4 * workers, on_crash=lambda job, why: None)
                      if i]

@@ -33,6 +33,10 @@ REASONS: dict[str, str] = {
     "tags_mismatch": "word_langs / particle_tags do not fit the words, or hold unknown values",
     "timings_mismatch": "word_timings are not one ordered, finite (start, end) pair per word inside the audio",
     "empty_text": "the transcript has no words",
+    # converting a corpus from another format (preprocess/importers)
+    "unknown_speaker": "the source names no speaker for the row (no utt2spk line, an empty client_id, a clip "
+                       "outside any speaker folder)",
+    "bad_segment": "a Kaldi segment whose times are not 0 <= start < end inside its recording",
     # the audio file
     "path_outside_input": "the audio path is absolute or leaves the input folder (also through a symlink)",
     "missing_audio": "no file at the audio path",
