@@ -12,6 +12,8 @@ Used by `make bench` and `make bench-gpu` on the same model and clips as the tra
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,13 +60,32 @@ class NotebookStep:
     def __call__(self, clips: list[Clip]) -> torch.Tensor:
         """The step; returns the loss (on the device, not read back)."""
         inputs = self.inputs(clips).to(self.device)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"), \
+                _audio_embeds_as_text_dtype(self.model):
             loss = self.model(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
+
+
+@contextmanager
+def _audio_embeds_as_text_dtype(model: Any) -> Iterator[None]:
+    """Under bf16 autocast the backbone's audio embedding sums its codebook embeddings with `sum`,
+    which autocast runs in fp32, while the text embedding stays bf16; transformers' CSM forward then
+    writes the fp32 audio rows into the bf16 text embeddings and fails ("Index put requires the
+    source and destination dtypes match"). Cast the audio embeddings to the text embeddings' dtype,
+    as the trainer's own `trainer.loss.embed` does."""
+    from trainer.loss import csm_parts
+
+    csm = csm_parts(model)
+    dtype = csm.embed_text_tokens.weight.dtype
+    handle = csm.backbone_model.embed_tokens.register_forward_hook(lambda _module, _args, out: out.to(dtype))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def samples_per_second(step: Any, batches: list[Any], warmup: int = 1) -> float:
