@@ -88,8 +88,12 @@ def subprocess_env(settings, **extra: str) -> dict[str, str]:
     })
     for phase, plan in settings.train.phases.items():
         for key, value in plan.model_dump().items():
-            if value is not None:
+            if isinstance(value, dict):  # early_stopping: one variable per field
+                env.update({f"SUARA_TRAIN__PHASES__{phase}__{key.upper()}__{k.upper()}": str(v)
+                            for k, v in value.items()})
+            elif value is not None:
                 env[f"SUARA_TRAIN__PHASES__{phase}__{key.upper()}"] = str(value)
+    env["SUARA_LOGGING__TENSORBOARD"] = str(settings.logging.tensorboard)
     if settings.s3_endpoint_url:
         env["SUARA_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
     env.update(extra)

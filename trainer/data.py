@@ -143,3 +143,21 @@ def first_samples(run: Store, prefix: str, count: int, cache_dir: Path) -> list[
             return [ShardSample.from_columns(dataset[i]) for i in range(min(count, len(dataset)))]
     finally:
         shutil.rmtree(local, ignore_errors=True)
+
+
+def micro_batches(samples: list[ShardSample], size: int, frame_budget: int | None) -> list[list[ShardSample]]:
+    """Cut one optimizer step's batch, in its order (the stream's batches run shortest first, so
+    neighbours pad alike), into micro-batches of <= `size` samples whose padded frames (samples x
+    longest) fit `frame_budget`; a sample longer than the budget forms its own micro-batch."""
+    out: list[list[ShardSample]] = []
+    current: list[ShardSample] = []
+    for sample in samples:
+        longest = max([sample.frames] + [s.frames for s in current])
+        too_long = frame_budget is not None and current and (len(current) + 1) * longest > frame_budget
+        if current and (len(current) >= size or too_long):
+            out.append(current)
+            current = []
+        current.append(sample)
+    if current:
+        out.append(current)
+    return out

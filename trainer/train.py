@@ -6,16 +6,23 @@
     trainer.cleanup()
 
 The same command starts or resumes a phase: setup() restores the newest complete checkpoint of
-the scope (weights, optimizer, scheduler, RNG states, data position, step, spend, W&B run id), so
-a resumed run ends with the same adapter as an uninterrupted one.
+the scope (weights, optimizer, scheduler, RNG states, data position, step, spend, W&B run id,
+early-stopping progress), so a resumed run ends with the same adapter as an uninterrupted one.
+
+A step is one optimizer step over the phase's `batch_size` samples, forwarded as
+`gradient_accumulation_steps` micro-batches whose gradients add up to the whole batch's. Everything
+else (logging, validation, checkpoints, budget checks, preemption stops) happens between steps,
+never between micro-batches: a checkpoint never holds half-accumulated gradients.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,11 +38,19 @@ from infra.storage import Store
 from preprocess.shards import ShardSample, dataset_prefix, read_data_manifest
 from trainer import exit_codes
 from trainer.budget import BudgetGuard, read_ledger
-from trainer.checkpoint import Checkpoints, Restored, fetch_adapter, publish_adapter
-from trainer.data import ShardStream, first_samples
+from trainer.checkpoint import (
+    EARLY_STOPPING_PIN,
+    CheckpointError,
+    Checkpoints,
+    Restored,
+    fetch_adapter,
+    publish_adapter,
+)
+from trainer.data import ShardStream, first_samples, micro_batches
+from trainer.early_stopping import EarlyStopping, Verdict
 from trainer.fence import Fence, Fenced
 from trainer.logger import RunLogger
-from trainer.loss import build_batch, csm_parts, weighted_csm_loss
+from trainer.loss import IGNORE, Batch, LossParts, build_batch, csm_parts, weighted_csm_loss
 from trainer.model import (
     backend,
     base_model_source,
@@ -51,6 +66,8 @@ from trainer.validation import CATEGORIES, category_loss
 log = logging.getLogger(__name__)
 # Validation categories: (name, dataset phase, which frames count); see trainer/validation.py.
 VAL_CATEGORIES = tuple((c.name, c.phase, c.frames) for c in CATEGORIES)
+# What a validation logs, and what early stopping can watch: val/loss is the categories' mean.
+VALIDATION_FIGURES = ("val/loss", *(f"val/{name}" for name, _, _ in VAL_CATEGORIES), "val/mcd")
 # Fixed prompts for audio samples: Malay, English, code-switched, and each common particle.
 AUDIO_PROMPTS = {
     "malay": "Selamat pagi, apa khabar hari ini?",
@@ -82,6 +99,13 @@ class PhaseTrainer:
         self.clock = clock
         self.started_at = started_at  # process start: model loading is paid for too
         self.scope = f"phase{phase}" + (f"/{speaker}" if speaker else "")
+        self.micro_batch_size = self.plan.micro_batch_size
+        self.early_stopping = EarlyStopping.from_settings(self.plan.early_stopping) \
+            if self.plan.early_stopping else None
+        if self.early_stopping and self.early_stopping.metric not in VALIDATION_FIGURES:
+            raise ValueError(
+                f"train.phases.{phase}.early_stopping.metric {self.early_stopping.metric!r} is not a figure "
+                f"validation produces; use one of {', '.join(VALIDATION_FIGURES)}")
         self.step = 0
         self.stop = StopRequest()
         self.adapter_uri: str | None = None
@@ -116,6 +140,7 @@ class PhaseTrainer:
         self._open_budget(state)
         self.logger = RunLogger(self.settings, self.scope, state.get("wandb_run_id"))
         self.validation = self._load_validation()
+        self._check_early_stopping_data()
 
     def _open_run(self) -> None:
         self.run = Store.for_run(self.settings)
@@ -164,9 +189,11 @@ class PhaseTrainer:
 
     def _build_data(self) -> None:
         s = self.settings
+        # frame_budget bounds one forward pass (a micro-batch); a step's batch holds k of them.
+        budget = s.train.frame_budget and s.train.frame_budget * self.plan.gradient_accumulation_steps
         self.stream = ShardStream(self.run, self._streams(), self.plan.batch_size, s.seed + self.phase,
                                   s.cache_dir / "streaming", window_batches=s.train.bucket_window_batches,
-                                  frame_budget=s.train.frame_budget)
+                                  frame_budget=budget)
 
     def _resume(self, restored: Restored | None) -> dict[str, Any]:
         """Restore the training state saved with the checkpoint; its state.json (empty when fresh)."""
@@ -180,6 +207,8 @@ class PhaseTrainer:
             log.info("resumed %s from step %d", self.scope, self.step)
         self._batches = self.stream.batches()
         state = restored.state if restored is not None else {}
+        if self.early_stopping is not None:
+            self.early_stopping.load_state_dict(state.get("early_stopping"))
         self.seconds_per_step = state.get("seconds_per_step")
         return state
 
@@ -216,6 +245,16 @@ class PhaseTrainer:
         return {name: samples for name, phase, _ in VAL_CATEGORIES
                 if (samples := first_samples(self.run, dataset_prefix(phase, "val"), count, cache))}
 
+    def _check_early_stopping_data(self) -> None:
+        """Early stopping on a figure this run cannot produce would silently never stop."""
+        metric = self.early_stopping.metric if self.early_stopping else None
+        if metric is None or metric in ("val/loss", "val/mcd") and self.validation:
+            return
+        if metric.removeprefix("val/") not in self.validation:
+            raise ValueError(f"early stopping watches {metric}, but this run has no validation samples for it "
+                             f"(categories with data: {', '.join(self.validation) or 'none'}); pick another "
+                             f"train.phases.{self.phase}.early_stopping.metric")
+
     def _log_setting_changes(self, state: dict[str, Any]) -> None:
         then = state.get("settings", {}).get("train", {})
         now = self.settings.model_dump(mode="json")["train"]
@@ -225,6 +264,11 @@ class PhaseTrainer:
     # -- train ---------------------------------------------------------------------------------
     def train(self) -> int:
         """Train to the phase's last step, or until stopped; an exit code (trainer/exit_codes.py)."""
+        if self.early_stopping is not None and self.early_stopping.stopped_at is not None:
+            log.info("%s stopped early at step %d: %s", self.scope, self.early_stopping.stopped_at,
+                     self.early_stopping.summary())
+            self.publish_best()
+            return exit_codes.FINISHED
         if self.step >= self.max_steps:
             log.info("%s already trained to step %d", self.scope, self.step)
             self.publish()
@@ -245,11 +289,13 @@ class PhaseTrainer:
                     result = self.train_step(next(self._batches))
                     self.step += 1
                     self.monitor.record(self.step, result)
-                    self._side_trips()
+                    verdict = self._side_trips()
                     code = self._stopped()
                     if code is not None:
                         return code
-                    self._checkpoint_or_heartbeat()
+                    if verdict is Verdict.STOP:
+                        return self._stop_early()
+                    self._checkpoint_or_heartbeat(now=verdict is Verdict.IMPROVED)
                 return self._finish()
         except Fenced as exc:
             log.error("%s", exc)
@@ -258,29 +304,67 @@ class PhaseTrainer:
             self.monitor.close()
 
     def train_step(self, samples: list[ShardSample]) -> StepResult:
-        """One optimizer step: forward, weighted loss, backward, clip, update, schedule."""
+        """One optimizer step: forward and backward each micro-batch, clip, update, schedule."""
         started = time.perf_counter()
-        batch = build_batch(samples, self.tokenizer, self.model.config, self.speaker_index,
-                            self.plan.particle_weight, self.plan.switch_weight,
-                            contexts=self._contexts(samples)).to(self.device)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            parts = weighted_csm_loss(self.model, batch, self.settings.train.depth_decoder_frame_ratio)
-        parts.loss.backward()
+        parts, frames = self.accumulate_gradients(samples)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.train.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(parts, grad_norm, self.scheduler.get_last_lr()[0], len(samples), batch.num_frames,
+        return StepResult(parts, grad_norm, self.scheduler.get_last_lr()[0], len(samples), frames,
                           time.perf_counter() - started)
 
-    def _side_trips(self) -> None:
-        """Validation and audio samples, when due."""
+    def accumulate_gradients(self, samples: list[ShardSample]) -> tuple[LossParts, int]:
+        """The gradient of the whole batch's loss, in `.grad`, built a micro-batch at a time; the
+        batch's loss parts and its target frames.
+
+        The loss divides by the batch's target positions (trainer/loss.py), so micro-batch i's loss,
+        divided by its own n_i, is scaled by n_i / sum(n): the summed gradients are then those of
+        the whole batch in one pass, up to float rounding and padding. (With
+        depth_decoder_frame_ratio < 1 the depth term's random frame subset is drawn per micro-batch.)
+        """
+        contexts = self._contexts(samples)  # drawn for the whole batch: the same draws for any split
+        chunks, start = [], 0
+        for chunk in micro_batches(samples, self.micro_batch_size, self.settings.train.frame_budget):
+            chunks.append(build_batch(chunk, self.tokenizer, self.model.config, self.speaker_index,
+                                      self.plan.particle_weight, self.plan.switch_weight,
+                                      contexts=contexts[start : start + len(chunk)]))
+            start += len(chunk)
+        positions = [_target_positions(batch) for batch in chunks]
+        total = max(sum(positions), 1)
+        scaled: list[LossParts] = []
+        for i, (batch, n) in enumerate(zip(chunks, positions, strict=True), 1):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                parts = weighted_csm_loss(self.model, batch.to(self.device),
+                                          self.settings.train.depth_decoder_frame_ratio)
+            share = n / total
+            (parts.loss * share if len(chunks) > 1 else parts.loss).backward()
+            scaled.append(_scaled(parts, share))
+            self._fault_after_micro_batch(i)
+        return _summed(scaled), sum(batch.num_frames for batch in chunks)
+
+    def _fault_after_micro_batch(self, index: int) -> None:
+        faults = self.settings.faults
+        if faults.sigkill_at_step == self.step + 1 and faults.sigkill_after_micro_batch == index:
+            log.warning("fault injection: SIGKILL after micro-batch %d of step %d", index, self.step + 1)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _side_trips(self) -> Verdict | None:
+        """Validation (and early stopping's verdict on it) and audio samples, when due."""
         every = self.settings.logging
+        verdict = None
         if every.val_every and self.step % every.val_every == 0:
             self._validation_at = (self.step, self.validate())
-            self.logger.log(self.step, self._validation_at[1])
+            figures = _with_mean(self._validation_at[1])
+            if self.early_stopping is not None and self.early_stopping.metric == "val/mcd":
+                figures["val/mcd"] = self._validation_mcd()
+            figures = {k: v for k, v in figures.items() if v is not None}
+            self.logger.log(self.step, figures)
+            if self.early_stopping is not None:
+                verdict = self.early_stopping.observe(self.step, figures)
         if every.audio_every and self.step % every.audio_every == 0:
             self._log_audio()
+        return verdict
 
     def _stopped(self) -> int | None:
         """A preemption notice or an exhausted budget: checkpoint, say so, and the exit code."""
@@ -297,16 +381,32 @@ class PhaseTrainer:
             return exit_codes.BUDGET_EXHAUSTED
         return None
 
-    def _checkpoint_or_heartbeat(self) -> None:
-        """A checkpoint every `checkpoint_every` steps; between them, the ledger every `heartbeat_s`
-        so spend since the last checkpoint survives a preemption."""
-        if self.step % self.checkpoint_every == 0:
+    def _checkpoint_or_heartbeat(self, now: bool = False) -> None:
+        """A checkpoint every `checkpoint_every` steps (and `now`: a new best for early stopping);
+        between them, the ledger every `heartbeat_s` so spend since the last checkpoint survives a
+        preemption."""
+        if now or self.step % self.checkpoint_every == 0:
             self.save_checkpoint()
             self._last_saved, self._last_heartbeat = self.step, self.clock()
         elif self.clock() - self._last_heartbeat >= self.settings.budget.heartbeat_s:
             self.fence.check()
             self.budget.write_ledger(self.run, self.step, self.startup_s)
             self._last_heartbeat = self.clock()
+
+    def _stop_early(self) -> int:
+        """The watched figure stopped improving: checkpoint where training stopped (final, so a rerun
+        finds the phase done), publish the best step's checkpoint as the adapter, say so."""
+        stopping = self.early_stopping
+        message = (f"early stopping at step {self.step} of {self.max_steps}: {stopping.summary()}; "
+                   f"step {stopping.best_step}'s checkpoint is the phase's adapter")
+        self.logger.log(self.step, {"early_stopping/stopped_at": self.step, "early_stopping/best_step":
+                                    stopping.best_step, "early_stopping/best_value": stopping.best_value})
+        self.logger.note(self.step, "early_stopping", message,
+                         {"early_stopping/stopped_at": self.step, "early_stopping/best_step": stopping.best_step})
+        self.save_checkpoint(final=True, score=False)
+        self.publish_best()
+        log.warning("%s %s, published at %s", self.scope, message, self.adapter_uri)
+        return exit_codes.FINISHED
 
     def _finish(self) -> int:
         if self._last_saved != self.step:
@@ -366,7 +466,7 @@ class PhaseTrainer:
                 if not samples:
                     continue
                 loss = category_loss(self.model, self.tokenizer, samples, self.speaker_index, frames,
-                                     self.plan.batch_size, self.device)
+                                     self.micro_batch_size, self.device)
                 if loss is not None:
                     results[f"val/{name}"] = loss
         return results
@@ -396,15 +496,19 @@ class PhaseTrainer:
                 self.logger.log(self.step, results)
                 self._validation_at = (self.step, results)
             return float(np.mean(list(results.values()))) if results else None
+        mcd = self._validation_mcd()
+        if mcd is not None:
+            self.logger.log(self.step, {"val/mcd": mcd})
+        return mcd
+
+    def _validation_mcd(self) -> float | None:
+        """MCD of clips generated for validation samples (trainer/evaluate.py)."""
         from trainer.evaluate import validation_mcd
 
         clips = [s for samples in self.validation.values() for s in samples][: self.settings.evaluation.mcd_clips]
         with self._evaluating():
-            mcd = validation_mcd(self.model, self.tokenizer, clips, self.speaker_index,
-                                 self.settings.evaluation.max_seconds, self.settings.seed)
-        if mcd is not None:
-            self.logger.log(self.step, {"val/mcd": mcd})
-        return mcd
+            return validation_mcd(self.model, self.tokenizer, clips, self.speaker_index,
+                                  self.settings.evaluation.max_seconds, self.settings.seed)
 
     def save_checkpoint(self, final: bool = False, score: bool = True) -> str:
         value = self.checkpoint_score() if score else None
@@ -427,10 +531,14 @@ class PhaseTrainer:
                 "fence_generation": self.fence.generation,
                 "settings": self.settings.model_dump(mode="json"),
                 "score": None if value is None else {"metric": self.settings.train.best_metric, "value": value},
+                "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
             }
             (local / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
             uri = self.checkpoints.save(self.step, local, fence=self.fence, final=final, score=value)
+            if self.early_stopping is not None and self.early_stopping.best_step == self.step:
+                self.checkpoints.pin(self.step, EARLY_STOPPING_PIN)  # kept past pruning: it may be published
             self.budget.write_ledger(self.run, self.step, self.startup_s)
+            self.logger.sync()  # TensorBoard events up to this checkpoint
             log.info("checkpoint %s", uri)
             return uri
         finally:
@@ -442,6 +550,27 @@ class PhaseTrainer:
         local = self.workdir / "final-adapter"
         shutil.rmtree(local, ignore_errors=True)
         self.model.save_pretrained(local)
+        self.adapter_uri = publish_adapter(self.run, local, self.phase, self.speaker, self._adapter_info())
+        return self.adapter_uri
+
+    def publish_best(self) -> str:
+        """Publish the checkpoint of early stopping's best step as this scope's adapter; its
+        metadata says the phase stopped early, where, and on which figure."""
+        self.fence.check()
+        stopping = self.early_stopping
+        local = self.workdir / "best-adapter"
+        shutil.rmtree(local, ignore_errors=True)
+        try:
+            self.checkpoints.fetch_weights(stopping.best_step, local)
+        except CheckpointError as exc:
+            raise CheckpointError(f"early stopping's best checkpoint (step {stopping.best_step}) cannot be "
+                                  f"published: {exc}") from None
+        info = {**self._adapter_info(), "steps": stopping.best_step, "complete": True,
+                "early_stopping": {**stopping.state_dict(), "published_step": stopping.best_step}}
+        self.adapter_uri = publish_adapter(self.run, local, self.phase, self.speaker, info)
+        return self.adapter_uri
+
+    def _adapter_info(self) -> dict[str, Any]:
         info = {
             "base_model": self.settings.model,
             "base_model_source": base_model_source(self.settings),
@@ -453,16 +582,39 @@ class PhaseTrainer:
             "run_id": self.settings.run_id,
             "spent_usd": round(self.budget.spent, 4),
         }
-        self.adapter_uri = publish_adapter(self.run, local, self.phase, self.speaker, info)
-        return self.adapter_uri
+        return info
 
     def cleanup(self) -> None:
         if hasattr(self, "logger"):
-            self.logger.close()
+            self.logger.close(sync=False)  # events after the last checkpoint: its resumption logs them
         if hasattr(self, "stream"):
             self.stream.close()
         if hasattr(self, "workdir"):
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _target_positions(batch: Batch) -> int:
+    """The positions the loss divides by (trainer/loss.py): target frames and audio-EOS frames."""
+    return int((batch.labels[:, 1:, 0] != IGNORE).sum())
+
+
+def _scaled(parts: LossParts, share: float) -> LossParts:
+    return LossParts(parts.loss.detach() * share, parts.backbone * share, parts.depth * share,
+                     parts.backbone_unweighted * share, parts.depth_unweighted * share, parts.frames)
+
+
+def _summed(parts: list[LossParts]) -> LossParts:
+    """The loss parts of a whole batch from its micro-batches' (each already scaled by its share)."""
+    if len(parts) == 1:
+        return parts[0]
+    return LossParts(*(torch.stack([getattr(p, name) for p in parts]).sum()
+                       for name in ("loss", "backbone", "depth", "backbone_unweighted", "depth_unweighted")),
+                     sum(p.frames for p in parts))
+
+
+def _with_mean(results: dict[str, float]) -> dict[str, float]:
+    """A validation's per-category figures plus val/loss, their mean (train.best_metric val_loss)."""
+    return {**results, "val/loss": float(np.mean(list(results.values())))} if results else {}
 
 
 def _seed_everything(seed: int) -> None:
