@@ -17,7 +17,7 @@ from trainer.train import PhaseTrainer
 
 # Float32 on the CPU: the micro-batches' gradients differ from the whole batch's only by summation
 # order and padding (a shorter micro-batch pads less), i.e. by rounding.
-RTOL, ATOL = 1e-4, 1e-6
+RTOL, ATOL = 1e-5, 1e-6
 
 
 def test_a_batch_size_that_accumulation_does_not_divide_is_a_settings_error_saying_what_fits():
