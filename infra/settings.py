@@ -209,7 +209,16 @@ class PreprocessSettings(_Strict):
     min_input_rate_hz: int = Field(default=16_000, gt=0)
     min_duration_s: float = Field(default=0.5, ge=0)
     max_duration_s: float = Field(default=20.0, gt=0)
+    # Files longer than this by their header are refused without being decoded, and decoding stops
+    # there if the header understated it (None: 3 x max_duration_s, leaving room for edge silence).
+    max_input_duration_s: float | None = Field(default=None, gt=0)
+    max_audio_mb: float = Field(default=256.0, gt=0)  # larger files are refused from their size, unread
+    # A read of an input file that makes no progress this long (a stalled network filesystem or S3
+    # read) is abandoned and the row quarantined; a worker busy with one row this long is stopped.
+    read_timeout_s: float = Field(default=60.0, gt=0)
+    row_timeout_s: float = Field(default=900.0, gt=0)
     target_lufs: float = -23.0
+    min_loudness_lufs: float = -80.0  # quieter speech is `too_quiet` (normalising it would lift its noise floor too)
     peak_dbfs: float = Field(default=-1.0, le=0)
     trim_top_db: float = Field(default=40.0, gt=0)
     keep_silence_s: float = Field(default=0.2, ge=0, le=0.5)
@@ -234,6 +243,9 @@ class PreprocessSettings(_Strict):
     def _bounds(self) -> PreprocessSettings:
         if self.min_duration_s >= self.max_duration_s:
             raise ValueError(f"min_duration_s {self.min_duration_s} must be < max_duration_s {self.max_duration_s}")
+        if self.max_input_duration_s is not None and self.max_input_duration_s < self.max_duration_s:
+            raise ValueError(f"max_input_duration_s {self.max_input_duration_s} must be >= max_duration_s "
+                             f"{self.max_duration_s}")
         return self
 
 

@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from infra.settings import SettingsError, load_settings
-    from infra.storage import Store
+    from infra.storage import Store, StoreError
     from preprocess.manifest import ManifestError
     from preprocess.pipeline import input_store, merge, run
+    from preprocess.quarantine import RunError
 
     try:
         settings = load_settings(args.config, run_id=args.run_id)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             source = input_store(args.input, settings)
             report = run(settings, source, progress=not args.no_progress, rank=args.rank,
                          world_size=args.world_size)
-    except (SettingsError, ManifestError, FileNotFoundError, ValueError) as exc:
+    except (SettingsError, ManifestError, FileNotFoundError, ValueError, RunError, StoreError) as exc:
         raise SystemExit(f"error: {exc}") from None
     if not report.merged:
         print(f"rank {args.rank} of {args.world_size}: preprocessed {report.samples} utterances, quarantined "

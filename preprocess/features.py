@@ -1,7 +1,8 @@
 """Per-utterance features: F0 (pyworld) and energy per Mimi frame, word timings, frame masks.
 
 Word timings come from the manifest when it has them (`word_timings`: [{word, start, end}], the
-bundled corpus's true timings), else from the espeak-ng + DTW aligner (preprocess/align.py), else
+bundled corpus's true timings; checked against the words and the audio, the row quarantined as
+`timings_mismatch` when they do not fit), else from the espeak-ng + DTW aligner (preprocess/align.py), else
 from a proportional split of the speech by word length; every sample records which (`aligner`).
 Masks per 12.5 Hz frame feed the trainer's loss weights: frames
 inside a particle word, and frames within a margin of a language switch.
@@ -9,12 +10,16 @@ inside a particle word, and frames within a margin of a language switch.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import librosa
 import numpy as np
 import pyworld
+
+from preprocess.quarantine import RowError
 
 F0_FLOOR_HZ, F0_CEIL_HZ = 60.0, 600.0
 PITCH_RATE_HZ = 16_000
@@ -53,18 +58,82 @@ def f0_energy(audio: np.ndarray, sample_rate: int, frame_rate_hz: float, frames:
     return f0_frames.astype(np.float32), energy.astype(np.float32)
 
 
-def manifest_times(words: list[dict[str, Any]], given: Any, offset_s: float,
-                   duration_s: float) -> list[WordTime] | None:
-    """The manifest's `word_timings` moved onto the cleaned audio's clock, or None when absent or
-    not one valid (start < end) entry per word."""
-    if not isinstance(given, list) or len(given) != len(words):
+def parse_timings(given: Any) -> list[tuple[float, float]]:
+    """The manifest's `word_timings` as (start_s, end_s) on the original file's clock: a list (a
+    JSON array in a CSV cell) of {"start", "end"} objects or [start, end] pairs, with finite,
+    non-negative times, each word ending after it starts, in order. Raises RowError
+    (timings_mismatch) naming the first entry that is not: given timings are used as they are or
+    the row is quarantined, never silently replaced by an aligner's."""
+    if isinstance(given, str):  # a CSV cell
+        try:
+            given = json.loads(given)
+        except (ValueError, RecursionError) as exc:
+            raise _mismatch(f"word_timings is not a JSON list: {exc}") from None
+    if not isinstance(given, list):
+        raise _mismatch(f"word_timings must be a list with one {{start, end}} per word, got {type(given).__name__}")
+    pairs: list[tuple[float, float]] = []
+    for i, entry in enumerate(given, start=1):
+        if isinstance(entry, dict):
+            start, end = entry.get("start"), entry.get("end")
+        elif isinstance(entry, list) and len(entry) == 2:
+            start, end = entry
+        else:
+            raise _mismatch(f"word_timings entry {i} is {_short(entry)}, not {{start, end}} or [start, end]")
+        if not (_is_number(start) and _is_number(end)):
+            raise _mismatch(f"word_timings entry {i}: start {_short(start)} and end {_short(end)} must be numbers")
+        start, end = float(start), float(end)
+        if not (math.isfinite(start) and math.isfinite(end)):
+            raise _mismatch(f"word_timings entry {i}: {start}-{end} s is not finite")
+        if start < 0:
+            raise _mismatch(f"word_timings entry {i} starts at {start} s, before the audio starts")
+        if end <= start:
+            raise _mismatch(f"word_timings entry {i} ends at {end} s, not after its start {start} s")
+        if pairs and start < pairs[-1][0]:
+            raise _mismatch(f"word_timings entry {i} starts at {start} s, before entry {i - 1} ({pairs[-1][0]} s): "
+                            "entries must be in word order")
+        pairs.append((start, end))
+    return pairs
+
+
+def manifest_times(words: list[dict[str, Any]], given: Any, offset_s: float, duration_s: float,
+                   input_duration_s: float | None = None) -> list[WordTime] | None:
+    """The manifest's `word_timings` (None when the row has none) moved onto the cleaned audio's
+    clock: shifted by the trimmed lead `offset_s` and clipped to the kept `duration_s`. Raises
+    RowError (timings_mismatch) when they are not one valid pair per word, when a word ends after
+    the file (`input_duration_s`, the decoded length) or lies wholly in the trimmed-off silence."""
+    if given is None:
         return None
-    try:
-        times = [WordTime(max(0.0, float(g["start"]) - offset_s), min(duration_s, float(g["end"]) - offset_s))
-                 for g in given]
-    except (KeyError, TypeError, ValueError):
-        return None
-    return times if all(t.end_s > t.start_s for t in times) else None
+    pairs = parse_timings(given)
+    if len(pairs) != len(words):
+        raise _mismatch(f"{len(pairs)} word timings for {len(words)} words")
+    if input_duration_s is not None:
+        for i, (_, end) in enumerate(pairs, start=1):
+            if end > input_duration_s + TIMING_TOLERANCE_S:
+                raise _mismatch(f"word {i} ends at {end:.3f} s, after the end of the audio ({input_duration_s:.3f} s)")
+    times = [WordTime(max(0.0, start - offset_s), min(duration_s, end - offset_s)) for start, end in pairs]
+    for i, (t, (start, end)) in enumerate(zip(times, pairs, strict=True), start=1):
+        if t.end_s <= t.start_s:
+            raise _mismatch(f"word {i} ({start:.3f}-{end:.3f} s) lies in the silence trimmed off the edges: "
+                            "the timings do not fit this audio")
+    return times
+
+
+# Timings rounded to the millisecond, or measured on a slightly different decode of a compressed
+# file, may end a little after the last sample.
+TIMING_TOLERANCE_S = 0.05
+
+
+def _mismatch(detail: str) -> RowError:
+    return RowError("timings_mismatch", detail)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def proportional_times(words: list[dict[str, Any]], speech: tuple[float, float]) -> list[WordTime]:

@@ -13,10 +13,12 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import tempfile
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +31,12 @@ from infra.settings import PreprocessSettings, Settings
 from infra.storage import Store
 from preprocess import align, mfa
 from preprocess.codec import Codec
-from preprocess.manifest import Rejected, Utterance, read_manifest
-from preprocess.prepare import FRAME_RATE_HZ, Prepared, die_with_parent, for_mfa, prepare
+from preprocess.manifest import Utterance, read_manifest
+from preprocess.prepare import FRAME_RATE_HZ, Prepared, for_mfa, prepare, worker_init
+from preprocess.quarantine import Rejected, RunError, guarded, is_run_fault
 from preprocess.shards import (
     DATA_PREFIX,
+    ShardSample,
     ShardWriter,
     make_sample,
     merge_indexes,
@@ -98,12 +102,12 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
     desc = "preprocess" if world_size == 1 else f"preprocess rank {rank}/{world_size}"
     with shard_writer(run_store, rank) as writer, _pool(workers) as pool:
         dataset = RankDataset(writer, codec, pre, rejected)
-        for outcome in tqdm(_ordered(pool, prepare, work, window=4 * workers), total=len(work), desc=desc,
-                            unit="utt", disable=not progress):
+        for outcome in tqdm(_ordered(pool, prepare, work, window=4 * workers, on_crash=_crashed_row),
+                            total=len(work), desc=desc, unit="utt", disable=not progress):
             dataset.add(outcome)
         dataset.flush()
     for item in dataset.rejected:
-        log.warning("quarantined %s: %s (%s)", item.id, item.reason, item.detail)
+        log.warning("quarantined %s: %s (%s)", item.ref.describe(), item.reason, item.detail)
     run_store.put_json(marker_key(rank), dataset.marker(rank, world_size, source.url, len(rows)))
     if all(run_store.exists(marker_key(r)) for r in range(world_size)):
         return merge(run_store, world_size)
@@ -145,14 +149,15 @@ def _rows_of_rank(source: Store, rank: int,
     rows = [r for r in read_manifest(source) if rank_of(r.id, world_size) == rank]
     rejected: list[Rejected] = []
     jobs: list[Utterance] = []
-    seen_ids: set[str] = set()
+    first_line: dict[str, int | None] = {}
     for row in rows:
         if isinstance(row, Rejected):
             rejected.append(row)
-        elif row.id in seen_ids:
-            rejected.append(Rejected(row.id, "duplicate_id", f"id {row.id!r} appears more than once", row.audio))
+        elif row.id in first_line:
+            rejected.append(Rejected.of(row.ref, "duplicate_id", f"id {row.id!r} appears more than once (first on "
+                                                                 f"manifest line {first_line[row.id]})"))
         else:
-            seen_ids.add(row.id)
+            first_line[row.id] = row.line
             jobs.append(row)
     return rows, jobs, rejected
 
@@ -182,41 +187,65 @@ class F0Stats:
 
 class RankDataset:
     """What one rank keeps: prepared clips are de-duplicated by their audio bytes, encoded by the
-    codec in batches and written to the shards; every other outcome joins the quarantine."""
+    codec in batches and written to the shards; every other outcome joins the quarantine. The
+    codec and the sample are per-row work too (quarantine.guarded): a clip that breaks a batch is
+    found by encoding the batch's clips one by one, and only it is quarantined. Writing a checked
+    sample can only fail for the run's own reasons (the output store, the disk), which end the run."""
 
     def __init__(self, writer: ShardWriter, codec: Codec, pre: PreprocessSettings, rejected: list[Rejected]):
         self.writer, self.codec, self.pre = writer, codec, pre
         self.rejected = rejected
         self.speakers: set[str] = set()
         self.f0 = F0Stats()
-        self._seen_audio: dict[str, str] = {}
+        self._seen_audio: dict[str, Utterance] = {}
         self._pending: list[Prepared] = []
 
     def add(self, outcome: Prepared | Rejected) -> None:
         if isinstance(outcome, Rejected):
             self.rejected.append(outcome)
             return
-        first = self._seen_audio.setdefault(outcome.digest, outcome.row.id)
-        if first != outcome.row.id:
-            self.rejected.append(Rejected(outcome.row.id, "duplicate_audio", f"same audio bytes as {first!r}",
-                                          outcome.row.audio))
+        first = self._seen_audio.setdefault(outcome.digest, outcome.row)
+        if first is not outcome.row:
+            self.rejected.append(Rejected.of(outcome.row.ref, "duplicate_audio", f"same audio bytes as {first.id!r} "
+                                                                                 f"(manifest line {first.line})"))
             return
         self._pending.append(outcome)
         if len(self._pending) >= self.pre.codec_batch:
             self.flush()
 
     def flush(self) -> None:
-        codes = self.codec.encode_batch([p.audio for p in self._pending])
-        for item, item_codes in zip(self._pending, codes, strict=True):
-            row = item.row
-            self.writer.write(make_sample(
-                utt_id=row.id, speaker_id=row.speaker_id, text=row.text, analysis=item.analysis,
-                split=split_of(row.id), duration_s=len(item.audio) / self.pre.sample_rate_hz, codes=item_codes,
-                extras=item.extras,
-            ))
-            self.speakers.add(row.speaker_id)
-            self.f0.add(row.speaker_id, item.extras["f0_hz"])
-        self._pending.clear()
+        pending, self._pending = self._pending, []
+        for item, codes in zip(pending, self._encode(pending), strict=True):
+            sample = codes if isinstance(codes, Rejected) else guarded(item.row.ref, "shard sample", self._sample,
+                                                                       item, codes)
+            if isinstance(sample, Rejected):
+                self.rejected.append(sample)
+                continue
+            try:
+                self.writer.write(sample)
+            except Exception as exc:
+                raise RunError(f"cannot write the shards at {item.row.ref.describe()}: {exc}") from exc
+            self.speakers.add(sample.speaker_id)
+            self.f0.add(sample.speaker_id, sample.f0_hz)
+
+    def _encode(self, pending: list[Prepared]) -> list[np.ndarray | Rejected]:
+        try:
+            return list(self.codec.encode_batch([p.audio for p in pending]))
+        except Exception as exc:
+            if is_run_fault(exc):
+                raise
+            log.warning("the codec failed on a batch of %d clips (%s); encoding them one by one", len(pending), exc)
+        return [guarded(p.row.ref, "codec", self.codec.encode, p.audio) for p in pending]
+
+    def _sample(self, item: Prepared, codes: np.ndarray) -> ShardSample:
+        row = item.row
+        sample = make_sample(
+            utt_id=row.id, speaker_id=row.speaker_id, text=row.text, analysis=item.analysis,
+            split=split_of(row.id), duration_s=len(item.audio) / self.pre.sample_rate_hz, codes=codes,
+            extras=item.extras,
+        )
+        self.writer.check(sample)
+        return sample
 
     def marker(self, rank: int, world_size: int, input_url: str, rows: int) -> dict[str, Any]:
         """This rank's report, read by the merge."""
@@ -238,38 +267,112 @@ def _mfa_pass(jobs: list[Utterance], source: Store, pre: Any, workers: int) -> d
         root = Path(tmp)
         work = [(row, source.url, source.endpoint_url, pre, root) for row in jobs]
         with _pool(workers) as pool:
-            items = [i for i in _ordered(pool, for_mfa, work, window=4 * workers) if i]
+            items = [i for i in _ordered(pool, for_mfa, work, window=4 * workers, on_crash=lambda job, why: None)
+                     if i]
         log.info("aligning %d utterances with Montreal Forced Aligner", len(items))
         mfa.run(root, [words for _, _, words in items], workers)
         return mfa.read_alignments(root, [(utt, speaker, [w.text for w in words]) for utt, speaker, words in items])
 
 
-def _ordered(pool: ProcessPoolExecutor | None, fn: Any, jobs: list[Any], window: int) -> Iterator[Any]:
+def _crashed_row(job: Any, why: str) -> Rejected:
+    log.warning("the worker process %s at %s", why, job[0].ref.describe())
+    return Rejected.of(job[0].ref, "internal_error", f"the worker process {why} while processing this row")
+
+
+def _ordered(pool: Workers | None, fn: Any, jobs: list[Any], window: int,
+             on_crash: Callable[[Any, str], Any] | None = None) -> Iterator[Any]:
     """fn over jobs in order, with at most `window` jobs in flight: finished clips wait for the codec
-    in a bounded queue, so memory does not grow with the corpus (Executor.map submits everything)."""
+    in a bounded queue, so memory does not grow with the corpus (Executor.map submits everything).
+
+    A worker process that dies (a decoder crash, the kernel's out-of-memory killer, the row
+    deadline) breaks the whole pool and fails every job in flight with it. The pool is then
+    rebuilt and those jobs run again one at a time: one that breaks the pool alone is the culprit,
+    and `on_crash(job, why)` stands for its result. The others run as if nothing happened."""
     if pool is None:
         yield from map(fn, jobs)
         return
-    flight: deque[Future] = deque()
+    flight: deque[tuple[Any, Future]] = deque()
     upcoming = iter(jobs)
     for job in itertools.islice(upcoming, window):
-        flight.append(pool.submit(fn, job))
+        flight.append((job, pool.submit(fn, job)))
     while flight:
-        result = flight.popleft().result()
+        job, future = flight[0]
+        try:
+            result = future.result()
+        except BrokenProcessPool:
+            suspects = list(flight)
+            flight.clear()
+            pool.restart()
+            for suspect, done in suspects:
+                if done.done() and not isinstance(done.exception(), BrokenProcessPool):
+                    yield done.result()
+                else:
+                    yield _alone(pool, fn, suspect, on_crash)
+            for job in itertools.islice(upcoming, window):
+                flight.append((job, pool.submit(fn, job)))
+            continue
+        flight.popleft()
         for job in itertools.islice(upcoming, 1):
-            flight.append(pool.submit(fn, job))
+            flight.append((job, pool.submit(fn, job)))
         yield result
 
 
+def _alone(pool: Workers, fn: Any, job: Any, on_crash: Callable[[Any, str], Any] | None) -> Any:
+    """fn(job) with nothing else in flight; on_crash(job, why) if it breaks the pool."""
+    try:
+        return pool.submit(fn, job).result()
+    except BrokenProcessPool:
+        why = pool.restart()
+        if on_crash is None:
+            raise RunError(f"a preprocessing worker {why}") from None
+        return on_crash(job, why)
+
+
+class Workers:
+    """Worker processes for the per-row work (spawned: they never inherit torch's threads), rebuilt
+    when one dies. Each writes why it died (faulthandler) to a file of its own in `crash_dir`."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._crash_dir = tempfile.TemporaryDirectory(prefix="suara-workers-")
+        self.pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=worker_init, initargs=(os.getpid(), self._crash_dir.name))
+
+    def submit(self, fn: Any, job: Any) -> Future:
+        return self.pool.submit(fn, job)
+
+    def restart(self) -> str:
+        """A new pool after one broke; why a worker of the old one died."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        logs = [p.read_text(errors="replace") for p in Path(self._crash_dir.name).glob("*.log")]
+        for p in Path(self._crash_dir.name).glob("*.log"):
+            p.unlink()
+        self.pool = self._start()
+        fatal = next((m.group(1) for text in logs for m in [re.search(r"Fatal Python error: (.+)", text)] if m), None)
+        if any(text.startswith("Timeout (") or "\nTimeout (" in text for text in logs):
+            return "ran past preprocess.row_timeout_s and was stopped"
+        if fatal:
+            return f"crashed ({fatal.strip()})"
+        return "was killed (by the out-of-memory killer?)"
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self._crash_dir.cleanup()
+
+
 @contextmanager
-def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """Worker processes for the per-row work (spawned: they never inherit torch's threads)."""
+def _pool(workers: int) -> Iterator[Workers | None]:
     if workers <= 1:
         yield None
         return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+    pool = Workers(workers)
+    try:
         yield pool
+    finally:
+        pool.shutdown()
 
 
 def merge(run_store: Store, world_size: int) -> Report:

@@ -77,6 +77,36 @@ def _owned(value: Any) -> Any:
 COLUMNS = {f.name: f.metadata["mds"] for f in fields(ShardSample)}
 
 
+# Ids and speaker ids are parts of store keys (a speaker id is a folder: `phase4/<speaker_id>/`), so
+# they follow one rule everywhere: letters and digits of any script, `_`, `-` and `.`, starting with a
+# letter or digit (so never `.`, `..` or a hidden name), at most KEY_MAX_BYTES in UTF-8 (a folder
+# name may be 255 bytes; an S3 key 1024 in all). No separators, blanks or control characters.
+KEY_MAX_BYTES = 128
+KEY_RULE = f"letters, digits, '_', '-' and '.', starting with a letter or digit, at most {KEY_MAX_BYTES} bytes"
+
+
+def key_problem(value: str) -> str | None:
+    """Why `value` cannot be an id or speaker id (a part of a store key), or None if it can."""
+    if not value:
+        return "it is empty"
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > KEY_MAX_BYTES:
+        return f"it is {size} bytes long"
+    for ch in value:
+        if not (ch.isalnum() or ch in "_-."):
+            return f"it contains {ch!r} (U+{ord(ch):04X})"
+    if not value[0].isalnum():
+        return f"it starts with {value[0]!r}"
+    return None
+
+
+def check_key(value: str, what: str) -> str:
+    problem = key_problem(value)
+    if problem:
+        raise ValueError(f"{what} {value!r} is not a safe store key: {problem}; use {KEY_RULE}")
+    return value
+
+
 def split_of(utt_id: str) -> str:
     """Deterministic 80/10/10 split by a hash of the id: stable when data is added."""
     bucket = int.from_bytes(hashlib.sha256(utt_id.encode("utf-8")).digest()[:4], "big") % 10
@@ -85,7 +115,7 @@ def split_of(utt_id: str) -> str:
 
 def bucket_keys(phase: int, speaker_id: str, split: str) -> list[str]:
     """The dataset prefixes (relative to data/) one sample goes to."""
-    return [f"phase{phase}/{split}", f"phase4/{speaker_id}/{split}"]
+    return [f"phase{phase}/{split}", f"phase4/{check_key(speaker_id, 'speaker_id')}/{split}"]
 
 
 @dataclass
@@ -108,9 +138,21 @@ class ShardWriter:
         self._writers: dict[str, Any] = {}
         self.stats: dict[str, BucketStats] = {}
 
+    @staticmethod
+    def check(sample: ShardSample) -> None:
+        """Raise if `sample` cannot be written (a column MDS cannot encode, an unsafe speaker id):
+        checked before any bucket is touched, so a sample lands in all its buckets or in none."""
+        from streaming.base.format.mds.encodings import mds_encode
+
+        columns = sample.to_columns()
+        for name, kind in COLUMNS.items():
+            mds_encode(kind, columns[name])
+        bucket_keys(sample.phase, sample.speaker_id, sample.split)
+
     def write(self, sample: ShardSample) -> None:
         from streaming import MDSWriter
 
+        self.check(sample)
         columns = sample.to_columns()
         for key in bucket_keys(sample.phase, sample.speaker_id, sample.split):
             writer = self._writers.get(key)
@@ -162,7 +204,7 @@ def dataset_prefix(phase: int, split: str, speaker_id: str | None = None) -> str
     if phase == 4:
         if speaker_id is None:
             raise ValueError("phase 4 datasets are per speaker: give speaker_id")
-        return f"{DATA_PREFIX}/phase4/{speaker_id}/{split}"
+        return f"{DATA_PREFIX}/phase4/{check_key(speaker_id, 'speaker_id')}/{split}"
     return f"{DATA_PREFIX}/phase{phase}/{split}"
 
 

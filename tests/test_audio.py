@@ -134,3 +134,110 @@ def test_cleaning_steps_can_be_switched_off():
     raw = clean(padded, rate, PreprocessSettings(trim=False, loudness=False))
     assert raw.offset_s == 0.0 and len(raw.samples) == round(len(padded) * 24_000 / rate)
     assert np.max(np.abs(raw.samples)) == pytest.approx(np.max(np.abs(samples)), rel=0.1)  # not normalised
+
+
+def _file(samples: np.ndarray, rate: int, fmt: str, subtype: str | None = None) -> io.BytesIO:
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, format=fmt, subtype=subtype)
+    buf.seek(0)
+    return buf
+
+
+@pytest.mark.parametrize("name", ["cs_001_01.flac", "cs_002_02.wav", "cs_003_01.ogg", "cs_005_01.mp3"])
+@pytest.mark.parametrize("kept", [0.35, 0.8])
+def test_a_cut_off_file_of_any_format_is_truncated_not_kept_shorter(name, kept):
+    from preprocess.audio import read_audio
+
+    data = (SAMPLE / "audio" / name).read_bytes()
+    read_audio(io.BytesIO(data), SETTINGS)  # the whole file is fine
+    with pytest.raises(AudioError) as err:
+        read_audio(io.BytesIO(data[: int(len(data) * kept)]), SETTINGS, name)
+    assert err.value.reason == "truncated_audio", err.value.detail
+    assert name in err.value.detail
+
+
+@pytest.mark.parametrize(("fmt", "subtype"), [("WAV", "PCM_16"), ("AIFF", "PCM_16"), ("FLAC", "PCM_16"),
+                                              ("OGG", "VORBIS"), ("OGG", "OPUS"), ("MP3", "MPEG_LAYER_III")])
+def test_files_written_by_libsndfile_are_whole_and_their_cut_copies_are_not(fmt, subtype):
+    import soxr
+
+    from preprocess.audio import read_audio
+
+    samples, rate = _speech()
+    samples, rate = soxr.resample(samples, rate, 48_000), 48_000  # a rate every format takes (Opus: 48 kHz)
+    whole = _file(np.concatenate([samples, samples]), rate, fmt, subtype).getvalue()
+    assert read_audio(io.BytesIO(whole), SETTINGS).channels == 1
+    with pytest.raises(AudioError) as err:
+        read_audio(io.BytesIO(whole[: len(whole) * 2 // 3]), SETTINGS)
+    assert err.value.reason == "truncated_audio"
+
+
+def test_a_file_longer_than_the_bound_is_refused_from_its_header_without_decoding():
+    from preprocess.audio import read_audio
+
+    ten_minutes = _file(np.zeros((16_000 * 600, 1), np.int16), 16_000, "WAV", "PCM_16")
+    with pytest.raises(AudioError) as err:
+        read_audio(ten_minutes, SETTINGS, "long.wav")
+    assert err.value.reason == "duration_out_of_bounds"
+    assert "600.0 s long by its header" in err.value.detail and "not decoded" in err.value.detail
+
+
+def test_decoding_stops_at_the_length_bound_whatever_the_header_said():
+    noise = np.random.default_rng(0).normal(0, 0.1, (24_000 * 61, 1)).astype(np.float32)
+    with pytest.raises(AudioError) as err:
+        clean(noise, 24_000, SETTINGS)  # in memory: no header, the blocks are counted
+    assert err.value.reason == "duration_out_of_bounds" and "decoding stopped" in err.value.detail
+
+
+def test_messages_name_the_file_not_an_in_memory_object():
+    from preprocess.audio import read_audio
+
+    with pytest.raises(AudioError) as err:
+        read_audio(io.BytesIO(b"RIFF\x00\x00\x00\x00WAVEfmt garbage" * 10), SETTINGS, "audio/x.wav")
+    assert err.value.reason == "unreadable_audio"
+    assert "audio/x.wav" in err.value.detail and "0x" not in err.value.detail and "BytesIO" not in err.value.detail
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+def test_very_quiet_clean_speech_is_normalised_like_the_rest(subtype):
+    from preprocess.audio import clean_file, loudness_lufs
+
+    samples, rate = _speech()
+    quiet = samples * 10 ** (-55 / 20)  # about -78 LUFS: BS.1770's absolute gate leaves nothing to measure
+    data = _file(quiet, rate, "WAV", subtype)
+    out = clean_file(data, SETTINGS).samples
+    assert abs(loudness_lufs(out, 24_000) - SETTINGS.target_lufs) < 1.0
+    reference = clean(samples, rate, SETTINGS).samples
+    assert np.corrcoef(out, reference)[0, 1] > 0.99  # the same speech, not its noise floor
+
+
+def test_speech_under_the_loudness_threshold_is_too_quiet():
+    samples, rate = _speech()
+    strict = PreprocessSettings(min_loudness_lufs=-50.0)
+    with pytest.raises(AudioError) as err:
+        clean(samples * 10 ** (-40 / 20), rate, strict)
+    assert err.value.reason == "too_quiet" and "min_loudness_lufs" in err.value.detail
+    clean(samples, rate, strict)  # ordinary speech passes
+
+
+@pytest.mark.parametrize("other", [-1.0, -0.8])
+def test_a_phase_inverted_channel_does_not_cancel_the_downmix(other):
+    from preprocess.audio import read_audio
+
+    samples, rate = _speech()
+    stereo = np.concatenate([samples, samples * other], axis=1)
+    decoded = read_audio(_file(stereo, rate, "WAV", "FLOAT"), SETTINGS)
+    assert decoded.downmix == "channel 0"
+    out = clean(stereo, rate, SETTINGS).samples
+    reference = clean(samples, rate, SETTINGS).samples
+    assert len(out) == len(reference) and np.corrcoef(out, reference)[0, 1] > 0.999
+
+
+def test_ordinary_stereo_is_the_mean_of_its_channels():
+    from preprocess.audio import read_audio
+
+    samples, rate = _speech()
+    noise = np.random.default_rng(0).normal(0, 0.01, samples.shape).astype(np.float32)
+    decoded = read_audio(_file(np.concatenate([samples, samples * 0.5 + noise], axis=1), rate, "WAV", "FLOAT"),
+                         SETTINGS)
+    assert decoded.downmix == "mean" and decoded.channels == 2

@@ -33,8 +33,37 @@ def test_without_timings_words_share_the_speech_by_length():
     assert times[0].start_s == 0.2 and abs(times[-1].end_s - 2.2) < 1e-9
     durations = [t.end_s - t.start_s for t in times]
     assert durations[0] == max(durations)  # "Okay" / "saya" (4 letters) beat "go" (2)
-    assert manifest_times(WORDS, [{"start": 0, "end": 1}], 0.0, 3.0) is None  # not one per word: untrusted
-    assert manifest_times(WORDS, None, 0.0, 3.0) is None
+    assert manifest_times(WORDS, None, 0.0, 3.0) is None  # no timings given: an aligner's turn
+
+
+GOOD = [[0.1, 0.5], [0.5, 0.8], [0.9, 1.3], [1.4, 1.7]]
+
+
+@pytest.mark.parametrize(("given", "says"), [
+    ([{"start": 0, "end": 1}], "1 word timings for 4 words"),
+    ({"start": 0, "end": 1}, "must be a list"),
+    ("[[0, 1], [1, oops]]", "not a JSON list"),
+    ([[0.1, 0.5], [0.5, 0.8], [0.9, 1.3], [-0.2, 1.7]], "before the audio starts"),
+    ([[0.1, 0.5], [0.5, 0.8], [1.3, 0.9], [1.4, 1.7]], "not after its start"),
+    ([[0.1, 0.5], [0.9, 1.3], [0.5, 0.8], [1.4, 1.7]], "in word order"),
+    ([[0.1, 0.5], [0.5, float("nan")], [0.9, 1.3], [1.4, 1.7]], "not finite"),
+    ([[0.1, 0.5], [0.5, "0.8"], [0.9, 1.3], [1.4, 1.7]], "must be numbers"),
+    ([[0.1, 0.5], [0.5, 0.8], [0.9, 1.3], [1.4, 9.0]], "after the end of the audio"),
+    ([[0.0, 0.1], [0.5, 0.8], [0.9, 1.3], [1.4, 1.7]], "trimmed off"),
+])
+def test_manifest_timings_that_do_not_fit_the_words_or_the_audio_are_refused_not_replaced(given, says):
+    from preprocess.quarantine import RowError
+
+    with pytest.raises(RowError) as err:
+        manifest_times(WORDS, given, offset_s=0.3, duration_s=1.6, input_duration_s=2.0)
+    assert err.value.reason == "timings_mismatch" and says in err.value.detail
+
+
+def test_manifest_timings_may_be_pairs_or_a_json_cell():
+    import json
+
+    times = manifest_times(WORDS, json.dumps(GOOD), offset_s=0.0, duration_s=2.0, input_duration_s=2.0)
+    assert [(t.start_s, t.end_s) for t in times] == [tuple(p) for p in GOOD]
 
 
 def test_masks_mark_particle_frames_and_the_frames_around_a_switch():

@@ -95,12 +95,12 @@ def test_pipeline_uses_mfa_timings_for_rows_without_their_own(tmp_path, make_set
 
     call = json.loads(Path(str(stand_in) + ".calls").read_text())
     assert call["args"][0] == "train" and "lah\tL AA" in call["lexicon"]
-    from streaming import StreamingDataset
+    from trainer.shared_memory import open_dataset
 
     run_store = Store.for_run(settings)
     aligners = {}
     for key in ("phase1/train", "phase3/train"):
-        ds = StreamingDataset(remote=run_store.uri(f"data/{key}"), local=str(tmp_path / "c" / key), batch_size=1)
+        ds = open_dataset(remote=run_store.uri(f"data/{key}"), local=str(tmp_path / "c" / key), batch_size=1)
         aligners.update({ds[i]["id"]: ds[i]["aligner"] for i in range(len(ds))})
     assert aligners == {"pa_001_01": "mfa", "pa_005_01": "mfa", "ms_001_01": "manifest"}
 

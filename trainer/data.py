@@ -25,6 +25,7 @@ import torch
 
 from infra.storage import Store
 from preprocess.shards import ShardSample
+from trainer.shared_memory import open_dataset
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, list[ShardSample]]:
@@ -58,14 +59,11 @@ class ShardStream:
 
     def __init__(self, run: Store, streams: list[tuple[str, float]], batch_size: int, seed: int,
                  cache_dir: Path, window_batches: int = 8, frame_budget: int | None = None):
-        from streaming import Stream, StreamingDataLoader, StreamingDataset
-        from streaming.base.util import clean_stale_shared_memory
+        from streaming import Stream, StreamingDataLoader
 
         for prefix, _ in streams:
             if not run.exists(f"{prefix}/index.json"):
                 raise FileNotFoundError(f"no training shards at {run.uri(prefix)}; was preprocessing run?")
-        # A killed earlier run leaves shared memory behind that would block this one.
-        clean_stale_shared_memory()
         cache_dir.mkdir(parents=True, exist_ok=True)
         self._local = tempfile.mkdtemp(prefix="shards-", dir=cache_dir)
         self._run = run
@@ -83,7 +81,7 @@ class ShardStream:
                     # An epoch holds the phase's own data once, plus the replayed share on top.
                     "epoch_size": max(batch_size, round(own_samples / streams[0][1])),
                 }
-            self.dataset = StreamingDataset(
+            self.dataset = open_dataset(
                 **dataset_args, shuffle=True, shuffle_seed=seed, batch_size=batch_size,
                 predownload=8 * batch_size, num_canonical_nodes=1, shuffle_block_size=1 << 18,
             )
@@ -132,14 +130,12 @@ class ShardStream:
 
 def first_samples(run: Store, prefix: str, count: int, cache_dir: Path) -> list[ShardSample]:
     """The first `count` samples of a dataset, in order (for validation)."""
-    from streaming import StreamingDataset
-
     if not run.exists(f"{prefix}/index.json"):
         return []
     local = tempfile.mkdtemp(prefix="val-", dir=cache_dir)
     try:
         with run.library_env():
-            dataset = StreamingDataset(remote=run.uri(prefix), local=local, shuffle=False, batch_size=1)
+            dataset = open_dataset(remote=run.uri(prefix), local=local, shuffle=False, batch_size=1)
             return [ShardSample.from_columns(dataset[i]) for i in range(min(count, len(dataset)))]
     finally:
         shutil.rmtree(local, ignore_errors=True)
