@@ -20,7 +20,7 @@ LOCAL_CONFIG ?= $(or $(SUARA_CONFIG),configs/local.yaml)
 
 export SKYPILOT_DISABLE_USAGE_COLLECTION := 1
 
-.PHONY: help setup test test-slow test-browser bench eval-text validate-prosody lint train-all train-local train-cloud pull-adapters image push lock clean
+.PHONY: help setup test test-slow test-browser bench bench-gpu eval-text validate-prosody lint train-all train-local train-cloud smoke pull-adapters image push lock gpu-lock clean
 
 help:
 	@echo "make setup          build $(VENV) from requirements/lock.txt (pinned)"
@@ -28,13 +28,16 @@ help:
 	@echo "make test-slow      the slow tests (more preemption trials)"
 	@echo "make test-browser   the listening test in headless chromium (installs Debian's chromium if missing)"
 	@echo "make validate-prosody   the particle classifier's accuracy per shape on synthetic particles"
-	@echo "make bench          benchmarks"
+	@echo "make bench [REAL=1] benchmarks: one table of ratios (REAL=1 adds the full-size random CSM-1B; minutes)"
+	@echo "make bench-gpu      the trainer on a GPU: backends x batch x LoRA rank x depth ratio -> docs/perf/"
 	@echo "make eval-text      text frontend vs a lingua baseline on the labelled sets; the Malay lexicon"
 	@echo "make lint           ruff + hadolint"
 	@echo "make train-all      preprocess + phases 1-4 locally on the embedded defaults"
 	@echo "make train-all CLOUD=1 [RAW_INPUT=s3://...] [AUDIO_HOURS=20]   cost check, then SkyPilot managed jobs"
 	@echo "make pull-adapters RUN=... PHASE=3 [TO=dir]   download + verify an adapter"
-	@echo "make image | make push REGISTRY=..."
+	@echo "make smoke [CLOUD=1]  the smoke run: here on CPU + local S3, or on the cheapest cloud GPU (cents)"
+	@echo "make image | make push REGISTRY=...   build | build + push; push prints SUARA_IMAGE"
+	@echo "make gpu-lock       re-resolve requirements/gpu-lock.txt (the image's pins) from lock.txt + gpu.txt"
 
 setup: $(STAMP)
 
@@ -61,7 +64,11 @@ validate-prosody: setup
 	$(BIN)/python -m preprocess.prosody validate
 
 bench: setup
-	$(BIN)/python -m pytest -q -m bench -s
+	$(BIN)/python -m pytest -q -m bench -s $(if $(REAL),--real-shape)
+
+# Refuses (exit 2) where CUDA is not available.
+bench-gpu: setup
+	$(BIN)/python -m trainer.gpu_bench
 
 eval-text: setup
 	$(BIN)/python -m preprocess.text eval data/text/dev.tsv data/text/check.tsv data/text/chat.tsv data/text/chat-check.tsv data/text/chat-blind.tsv
@@ -90,16 +97,26 @@ train-cloud: setup
 	$(BIN)/python -m infra launch sky/pipeline.yaml $(if $(RAW_INPUT),--raw-input $(RAW_INPUT)) \
 		--audio-hours $(AUDIO_HOURS) --speakers $(SPEAKERS)
 
+ifeq ($(CLOUD),1)
+smoke: setup
+	$(BIN)/python -m infra launch sky/smoke.yaml
+else
+smoke: setup
+	SUARA_RUN_ID=$(or $(SUARA_RUN_ID),smoke) $(BIN)/python -m trainer smoke --local-s3
+endif
+
 pull-adapters: setup
 	$(BIN)/python -m trainer --run-id $(RUN) pull --phase $(PHASE) --to $(TO)
 
 image:
 	docker build -t $(IMAGE):$(TAG) .
 
+# The one place the image is set: push prints the SUARA_IMAGE line the cloud launcher reads.
 push: image
 	@test -n "$(REGISTRY)" || { echo "set REGISTRY, e.g. make push REGISTRY=ghcr.io/you"; exit 2; }
 	docker tag $(IMAGE):$(TAG) $(REGISTRY)/$(IMAGE):$(TAG)
 	docker push $(REGISTRY)/$(IMAGE):$(TAG)
+	@echo "pushed; now: export SUARA_IMAGE=$(REGISTRY)/$(IMAGE):$(TAG)"
 
 # Re-resolve the pins after changing pyproject.toml: a fresh venv, then freeze it.
 lock:
@@ -109,6 +126,17 @@ lock:
 	  echo '# torch 2.14.1 here is the CUDA build from PyPI; it runs on CPU too.'; \
 	  .lock-venv/bin/pip freeze --all --exclude-editable | grep -v -E '^(suara|pip)=='; } > requirements/lock.txt
 	rm -rf .lock-venv
+
+# The GPU image's pins: the runtime dependencies of pyproject.toml (no dev tools) plus
+# requirements/gpu.txt, resolved with lock.txt as constraints, so no locked version can move
+# (tests/test_gpu_lock.py checks the committed report against the lock).
+gpu-lock:
+	$(BIN)/pip install --quiet --dry-run --ignore-installed --report /tmp/suara-gpu-report.json \
+		-c requirements/lock.txt -r requirements/gpu.txt .
+	$(BIN)/python -c "import json,sys; r=json.load(open('/tmp/suara-gpu-report.json')); \
+		json.dump({'install': [{'metadata': {k: i['metadata'][k] for k in ('name','version')}} for i in r['install']]}, \
+		open('requirements/gpu-report.json','w'), indent=1)"
+	$(BIN)/python -m infra gpu-lock requirements/gpu-report.json > requirements/gpu-lock.txt
 
 clean:
 	rm -rf .suara adapters wandb .pytest_cache

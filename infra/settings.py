@@ -22,6 +22,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from infra.models import pairing_error
+
 ENV_PREFIX = "SUARA_"
 DEFAULTS_YAML = Path(__file__).with_name("defaults.yaml")
 _yaml_path: ContextVar[Path | None] = ContextVar("suara_yaml_path", default=None)
@@ -121,6 +123,12 @@ class BudgetSettings(_Strict):
     # Start-up (image, model download and load) before the first step, until an attempt measured it.
     startup_seconds_estimate: float = Field(default=120.0, ge=0)
     heartbeat_s: float = Field(default=60.0, gt=0)
+    # When the task started paying (Unix seconds; the task files set it as their first command), so
+    # spend counts preflight, downloads and model loading too. None: from the process's start.
+    task_started_at: float | None = None
+    # Provisioning and the image pull before a task starts, which no process sees: charged once per
+    # attempt (each recovery pays its own start-up).
+    provision_seconds_estimate: float = Field(default=0.0, ge=0)
 
 
 class LoggingSettings(_Strict):
@@ -132,6 +140,20 @@ class LoggingSettings(_Strict):
     audio_max_seconds: float = Field(default=4.0, gt=0)
     # TensorBoard event files beside W&B, kept in the run's store under tensorboard/<scope>/.
     tensorboard: bool = True
+
+
+class StorageSettings(_Strict):
+    """How long one object-store request may take and how often a failed one is retried.
+
+    A read from a hanging endpoint ends after `read_timeout_s`; throttling (503 SlowDown), 5xx
+    answers, dropped connections and timeouts are retried with exponential backoff up to
+    `max_attempts` tries in all, inside the process; what outlives that fails the job, which the
+    managed job restarts (job_recovery.max_restarts_on_errors).
+    """
+
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1)
 
 
 class EvaluationSettings(_Strict):
@@ -181,12 +203,23 @@ class TrainSettings(_Strict):
     best_metric: Literal["val_loss", "mcd"] = "val_loss"
     # lora: adapters on a frozen base; full: every weight but the codec (a new language on 24 GB).
     mode: Literal["lora", "full"] = "lora"
-    # unsloth (CUDA only): Unsloth's patched model, 8-bit AdamW, bf16 autocast, gradient
-    # checkpointing; peft: transformers + peft; auto: unsloth when CUDA and the package are there.
+    # unsloth (CUDA only, LoRA only): Unsloth's patched model, its LoRA and its gradient
+    # checkpointing; peft: transformers + peft; auto: unsloth for LoRA when CUDA and the package are
+    # there, else peft. Full fine-tuning always runs on peft, with fp32 master weights.
     backend: Literal["auto", "peft", "unsloth"] = "auto"
     load_in_4bit: bool = False  # unsloth only: a 4-bit (QLoRA) base instead of 16-bit
+    # peft backend: recompute each layer's activations in the backward pass instead of keeping them
+    # (far less activation memory for about a third more compute). Unsloth always checkpoints.
+    gradient_checkpointing: bool = False
+    # adamw: fp32 moments; adamw_8bit: bitsandbytes' 8-bit moments (CUDA only; a quarter of the
+    # memory); auto: adamw_8bit on CUDA when bitsandbytes is installed, else adamw.
+    optimizer: Literal["auto", "adamw", "adamw_8bit"] = "auto"
+    # Batches built ahead of the step on a background thread (tokens, masks, padding); 0 = built on
+    # the training thread. The samples and their order are the same either way.
+    prefetch_batches: int = Field(default=2, ge=0)
     # Length bucketing: batches are cut from a window of this many batches' samples sorted by
-    # length, each under `frame_budget` padded frames (None: just `batch_size` samples).
+    # length, each under `frame_budget` padded sequence positions (rows x the longest row, counting
+    # text tokens, audio frames and any context turn; None: just `batch_size` samples).
     bucket_window_batches: int = Field(default=8, gt=0)
     frame_budget: int | None = Field(default=None, gt=0)
     # Share of targets trained with a reference clip of the same speaker before them (its frames
@@ -195,6 +228,20 @@ class TrainSettings(_Strict):
     # Share of audio frames the depth decoder (codebooks 1..K-1) is trained on; Sesame used 1/16.
     depth_decoder_frame_ratio: float = Field(default=1.0, gt=0, le=1)
     log_every: int = Field(default=10, gt=0)
+    # No finished step (a hung read, download or step) for this long: the watchdog tries an
+    # emergency checkpoint and exits with the retryable code STALLED (infra/exit_codes.py). Far
+    # above a step, a checkpoint upload or a validation pass on a slow machine.
+    stall_timeout_s: float = Field(default=900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backend_fits_mode(self) -> TrainSettings:
+        if self.backend == "unsloth" and self.mode == "full":
+            raise ValueError(
+                "train.backend=unsloth cannot do train.mode=full: Unsloth's full fine-tuning keeps bf16 weights "
+                "without fp32 master copies, so small updates round away; use backend=peft (or auto), which "
+                "keeps fp32 master weights, or mode=lora"
+            )
+        return self
 
     @field_validator("phases")
     @classmethod
@@ -269,11 +316,15 @@ class Settings(BaseSettings):
     codec: str = "tiny"
     cache_dir: Path = Path.home() / ".cache" / "suara"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # The Docker image the cloud tasks run (`REGISTRY/suara:TAG`, what `make push` prints); the
+    # cloud launcher puts it into every task and refuses to launch without it.
+    image: str | None = None
     preprocess: PreprocessSettings = Field(default_factory=PreprocessSettings)
     train: TrainSettings
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     preemption: PreemptionSettings = Field(default_factory=PreemptionSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     faults: FaultSettings = Field(default_factory=FaultSettings)
 
@@ -300,12 +351,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _codec_matches_model(self) -> Settings:
-        if (self.model == "tiny") != (self.codec == "tiny"):
-            raise ValueError(
-                f"model {self.model!r} and codec {self.codec!r} do not fit together: the tiny CSM has its "
-                "own tiny Mimi; use model=tiny with codec=tiny, or a real CSM with a real Mimi "
-                "(e.g. model=sesame/csm-1b codec=kyutai/mimi)"
-            )
+        problem = pairing_error(self.model, self.codec)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

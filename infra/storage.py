@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StoreError(RuntimeError):
@@ -25,16 +31,26 @@ class StoreError(RuntimeError):
 class Store:
     """A root URL (`file:///dir` or `s3://bucket/prefix`) and the filesystem that serves it."""
 
-    def __init__(self, url: str, endpoint_url: str | None = None):
+    def __init__(self, url: str, endpoint_url: str | None = None, limits: Any = None):
         if url.startswith("s3://"):
             import s3fs
 
+            from infra.settings import StorageSettings
+
+            limits = limits or StorageSettings()
             self.scheme = "s3"
             self.root = url.removeprefix("s3://").rstrip("/")
             # No listing cache: checkpoints and pointers are read right after other writers wrote them.
+            # botocore's "standard" retry mode backs off exponentially on throttling, 5xx, dropped
+            # connections and timeouts; the timeouts turn a hanging endpoint into a retried error.
             self.fs = s3fs.S3FileSystem(
-                endpoint_url=endpoint_url, use_listings_cache=False, skip_instance_cache=True
+                endpoint_url=endpoint_url, use_listings_cache=False, skip_instance_cache=True,
+                config_kwargs={
+                    "connect_timeout": limits.connect_timeout_s, "read_timeout": limits.read_timeout_s,
+                    "retries": {"max_attempts": limits.max_attempts, "mode": "standard"},
+                },
             )
+            self.fs.retries = 1  # one retry policy (botocore's, above), not s3fs's five tries of it
         elif url.startswith("file://"):
             self.scheme = "file"
             self.root = str(Path(url.removeprefix("file://")).resolve())
@@ -46,7 +62,7 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Store:
-        return cls(settings.store, settings.s3_endpoint_url)
+        return cls(settings.store, settings.s3_endpoint_url, settings.storage)
 
     @classmethod
     def for_run(cls, settings: Any) -> Store:
@@ -211,3 +227,22 @@ def _sha256_stream(fh: Any) -> str:
     for block in iter(lambda: fh.read(1 << 20), b""):
         digest.update(block)
     return digest.hexdigest()
+
+
+def with_retries(call: Callable[[], T], what: str, attempts: int = 5, first_wait_s: float = 1.0,
+                 transient: tuple[type[BaseException], ...] = (OSError,),
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+    """`call()`, retried on a transient error with exponential backoff and jitter (1, 2, 4, ... s).
+
+    For the calls botocore's own retries do not cover (the Hugging Face Hub, a library's own
+    client); the last error is raised with `what` named."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except transient as exc:
+            if attempt == attempts:
+                raise
+            wait = first_wait_s * 2 ** (attempt - 1) * (0.5 + random.random())
+            log.warning("%s failed (%s); retry %d of %d in %.1f s", what, exc, attempt, attempts - 1, wait)
+            sleep(wait)
+    raise AssertionError("unreachable")

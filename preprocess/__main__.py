@@ -6,6 +6,12 @@ import argparse
 import logging
 import os
 import sys
+import time
+
+from infra.exit_codes import BUDGET_EXHAUSTED, USAGE_ERROR
+
+# Spend counts from here when the task file does not say when the task started paying.
+PROCESS_START = time.monotonic()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings(args.config, run_id=args.run_id)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    try:
         if args.command == "report":
             from preprocess.report import build_report
 
@@ -61,9 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "merge":
             report = merge(Store.for_run(settings), args.world_size)
         else:
+            refusal = _over_budget(settings)
+            if refusal:
+                print(f"error: budget: {refusal}; not starting", file=sys.stderr)
+                return BUDGET_EXHAUSTED
             source = input_store(args.input, settings)
-            report = run(settings, source, progress=not args.no_progress, rank=args.rank,
-                         world_size=args.world_size)
+            with _metered(settings, args.rank) as meter:
+                report = run(settings, source, progress=not args.no_progress, rank=args.rank,
+                             world_size=args.world_size)
+            print(f"rank {args.rank}: ${meter.spent():.4f} spent on preprocessing (ledger {meter.scope})")
     except (SettingsError, ManifestError, FileNotFoundError, ValueError, RunError, StoreError) as exc:
         raise SystemExit(f"error: {exc}") from None
     if not report.merged:
@@ -75,6 +91,36 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  data manifest: {report.manifest_uri}")
     print(f"  quarantine:    {report.quarantine_uri}")
     return 0
+
+
+def _over_budget(settings) -> str | None:
+    """Why preprocessing must not start: the campaign's ledger already reached its cap."""
+    from infra.ledger import read_ledger
+    from infra.storage import Store
+
+    cap = settings.budget.max_cost_usd
+    spent = sum(read_ledger(Store.for_run(settings)).values())
+    return f"the campaign spent ${spent:.2f} of its ${cap:.2f} cap" if cap is not None and spent >= cap else None
+
+
+def _metered(settings, rank: int):
+    """This rank's ledger entry, kept current while it runs (preprocessing holds a GPU too): what
+    earlier attempts of the rank spent plus this attempt's time since it started paying
+    (provisioning included), at the price this instance counts (infra/price.py)."""
+    from infra.ledger import Heartbeat, ledger_key, paid_since
+    from infra.price import hourly_price
+    from infra.storage import Store
+
+    price = hourly_price(settings.budget.hourly_price_usd, dict(os.environ))
+    logging.getLogger("preprocess").info("counting $%.4f/h (%s)", price.usd, price.source)
+    run_store, scope = Store.for_run(settings), f"preprocess/rank_{rank:03d}"
+    before = float(run_store.get_json(ledger_key(scope))["usd"]) if run_store.exists(ledger_key(scope)) else 0.0
+    since = paid_since(settings.budget, PROCESS_START)
+
+    def spent() -> float:
+        return before + (time.monotonic() - since) / 3600 * price.usd
+
+    return Heartbeat(run_store, scope, spent, price.usd, settings.budget.heartbeat_s, price_source=price.source)
 
 
 if __name__ == "__main__":

@@ -85,12 +85,51 @@ def marker_key(rank: int) -> str:
     return f"{RANKS_PREFIX}/{rank_dir(rank)}.json"
 
 
+MERGE_CLAIM = f"{RANKS_PREFIX}/merge-claim.json"
+
+
+def _job() -> str | None:
+    """The job this run belongs to: SkyPilot's task id, the same across a managed job's recoveries
+    and new for every launch (None outside SkyPilot)."""
+    return os.environ.get("SKYPILOT_TASK_ID")
+
+
+def _finished_before(run_store: Store, rank: int, world_size: int, input_url: str) -> bool:
+    """A multi-node rank that this same job already processed from this input: a recovered node
+    skips it. A new launch rebuilds it (its settings or data may have changed), and one machine
+    rebuilds from scratch on every run, as documented."""
+    if world_size == 1 or not run_store.exists(marker_key(rank)):
+        return False
+    marker = run_store.get_json(marker_key(rank))
+    return (marker.get("world_size"), marker.get("input"), marker.get("job")) == (world_size, input_url, _job())
+
+
+def _merge_once(run_store: Store, rank: int, world_size: int) -> Report | None:
+    """Merge when every rank is done, on exactly one rank: the one whose write-once claim lands
+    (a conditional write, so ranks finishing together cannot both merge). A recovered claimant whose
+    merge did not finish merges again; every other rank returns None."""
+    if not all(run_store.exists(marker_key(r)) for r in range(world_size)):
+        return None
+    if world_size == 1 or run_store.put_if_absent(MERGE_CLAIM, json.dumps({"rank": rank}).encode()):
+        return merge(run_store, world_size)
+    claimant = run_store.get_json(MERGE_CLAIM).get("rank")
+    if claimant == rank and not run_store.exists(f"{DATA_PREFIX}/manifest.json"):
+        return merge(run_store, world_size)
+    log.info("rank %d of %d done; rank %s merges", rank, world_size, claimant)
+    return None
+
+
 def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0, world_size: int = 1) -> Report:
     """Preprocess this rank's share of the input; the rank that completes the set merges."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
     pre = settings.preprocess
     run_store = Store.for_run(settings)
+    if _finished_before(run_store, rank, world_size, source.url):
+        log.info("rank %d of %d already finished for %s; not redone", rank, world_size, source.url)
+        merged = _merge_once(run_store, rank, world_size)
+        return merged or Report(samples=0, quarantined=0, seconds=0.0, manifest_uri="", quarantine_uri="",
+                                merged=False)
     _clear_rank(run_store, rank, world_size)
     codec = _load_codec(settings)
     rows, jobs, rejected = _rows_of_rank(source, rank, world_size)
@@ -108,9 +147,10 @@ def run(settings: Settings, source: Store, progress: bool = True, rank: int = 0,
         dataset.flush()
     for item in dataset.rejected:
         log.warning("quarantined %s: %s (%s)", item.ref.describe(), item.reason, item.detail)
-    run_store.put_json(marker_key(rank), dataset.marker(rank, world_size, source.url, len(rows)))
-    if all(run_store.exists(marker_key(r)) for r in range(world_size)):
-        return merge(run_store, world_size)
+    run_store.put_json(marker_key(rank), {**dataset.marker(rank, world_size, source.url, len(rows)), "job": _job()})
+    merged = _merge_once(run_store, rank, world_size)
+    if merged is not None:
+        return merged
     log.info("rank %d of %d done; the last rank to finish merges", rank, world_size)
     return Report(samples=sum(v.samples for k, v in writer.stats.items() if not k.startswith("phase4/")),
                   quarantined=len(dataset.rejected), seconds=0.0, manifest_uri="", quarantine_uri="", merged=False)
@@ -123,6 +163,7 @@ def _clear_rank(run_store: Store, rank: int, world_size: int) -> None:
         if own in f"/{key}":
             run_store.delete(key)
     run_store.delete(marker_key(rank))
+    run_store.delete(MERGE_CLAIM)  # a rank built anew: the dataset will be merged anew
     run_store.delete(f"{DATA_PREFIX}/manifest.json")
     if world_size == 1:
         run_store.delete(RANKS_PREFIX)  # markers of an earlier multi-rank layout
@@ -377,7 +418,7 @@ def _pool(workers: int) -> Iterator[Workers | None]:
 
 def merge(run_store: Store, world_size: int) -> Report:
     """Join every rank's shards and reports into one dataset: an index per bucket, the quarantine
-    and the data manifest. Idempotent: ranks that finish together may both run it."""
+    and the data manifest. Idempotent; in a multi-node run `_merge_once` picks the one rank that runs it."""
     missing = [r for r in range(world_size) if not run_store.exists(marker_key(r))]
     if missing:
         raise FileNotFoundError(f"ranks {missing} of {world_size} have not finished preprocessing")

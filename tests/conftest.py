@@ -17,6 +17,11 @@ SAMPLE = REPO / "data" / "sample"
 BUCKET = "suara-test"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--real-shape", action="store_true",
+                     help="benchmarks: add the rows measured on the full-size random CSM-1B (minutes, ~12 GB)")
+
+
 @pytest.fixture(autouse=True)
 def _no_user_settings(monkeypatch):
     """Tests see only the settings they set: a developer's SUARA_* variables are removed."""
@@ -81,6 +86,7 @@ def subprocess_env(settings, **extra: str) -> dict[str, str]:
         "SUARA_SEED": str(settings.seed),
         "SUARA_TRAIN__CHECKPOINT_EVERY": str(settings.train.checkpoint_every),
         "SUARA_TRAIN__LOG_EVERY": str(settings.train.log_every),
+        "SUARA_TRAIN__STALL_TIMEOUT_S": str(settings.train.stall_timeout_s),
         "SUARA_TRAIN__KEEP_BEST_CHECKPOINTS": str(settings.train.keep_best_checkpoints),
         "SUARA_LOGGING__WANDB_MODE": settings.logging.wandb_mode,
         "SUARA_LOGGING__VAL_EVERY": str(settings.logging.val_every),
@@ -166,3 +172,31 @@ def tiny(cache_dir):
 
     path = tiny_bundle(cache_dir)
     return CsmForConditionalGeneration.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+@pytest.fixture(scope="session")
+def published_store(preprocessed_store, tmp_path_factory, cache_dir) -> str:
+    """A copy of the preprocessed store (run id `shared`) with every phase's adapter published after two
+    real training steps (phase 4: speaker_01 and speaker_02); read-only use (copy_store to write)."""
+    import torch
+
+    from infra.settings import load_settings
+    from trainer.train import PhaseTrainer
+
+    store = copy_store(preprocessed_store, tmp_path_factory.mktemp("published") / "store")
+    settings = load_settings(store=store, cache_dir=cache_dir, run_id="shared",
+                             train={"phases": tiny_plan(steps=2, batch_size=2), "checkpoint_every": 4},
+                             logging={"wandb_mode": "disabled", "val_every": 0})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is faster, and far faster on a busy machine
+    try:
+        for phase, speaker in [(1, None), (2, None), (3, None), (4, "speaker_01"), (4, "speaker_02")]:
+            trainer = PhaseTrainer(settings, phase, speaker, progress=False)
+            try:
+                trainer.setup()
+                assert trainer.train() == 0
+            finally:
+                trainer.cleanup()
+    finally:
+        torch.set_num_threads(threads)
+    return store

@@ -12,12 +12,14 @@ run means the same thing on a fast machine and on a loaded one.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 STEP = re.compile(r"step (\d+)/")
@@ -80,17 +82,21 @@ class Supervisor:
                 return result  # finished, or a final error: a managed job stops here
         raise RuntimeError(f"still not finished after {self.max_attempts} attempts")
 
-    def attempt(self, preemption: Preemption | None = None) -> Attempt:
-        """Run the command once, preempting it as planned; no restart."""
+    def attempt(self, preemption: Preemption | None = None,
+                on_line: Callable[[str], object] | None = None) -> Attempt:
+        """Run the command once, preempting it as planned; no restart. `on_line` sees every log line
+        as it is written (to break something at a point of the job's progress)."""
         start = time.monotonic()
         lines: list[str] = []
         fired: list[str] = []
         with subprocess.Popen(self.cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True) as proc:
+                              text=True, start_new_session=True) as proc:
 
             def read() -> None:
                 for line in proc.stderr:
                     lines.append(line)
+                    if on_line is not None:
+                        on_line(line)
                     if preemption is not None and not fired and _due(line, preemption.at_step):
                         fired.append(preemption.kind)
                         proc.send_signal(signal.SIGTERM if preemption.kind == "SIGTERM" else signal.SIGKILL)
@@ -99,10 +105,19 @@ class Supervisor:
             reader.start()
             try:
                 proc.wait(timeout=self.hang_timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise
-            reader.join()
+            finally:
+                # Whatever ended the wait (the hang guard, an interrupted test), no job outlives its
+                # attempt: a trainer stuck in a hung request would wait on SIGTERM for its step.
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            # The log ends when the last holder of its pipe exits: a process the job left behind
+            # would keep it open, which is a defect of the job, reported instead of waited for.
+            reader.join(self.hang_timeout_s)
+            if reader.is_alive():
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what this job started
+                reader.join()
+                raise RuntimeError(f"{' '.join(self.cmd)} exited {proc.returncode} but left a process holding its log")
         return Attempt(time.monotonic() - start, proc.returncode, fired[0] if fired else None, "".join(lines))
 
 

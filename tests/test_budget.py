@@ -104,3 +104,82 @@ def test_spend_lost_since_the_last_checkpoint_is_counted_through_the_ledger(stor
         assert other.budget.spent == pytest.approx(25.0)
     finally:
         other.cleanup()
+
+
+# -- preprocessing: a ledger entry kept current while it runs ---------------------------------------
+
+def test_the_heartbeat_refreshes_the_entry_while_the_block_runs_and_once_more_at_the_end(make_settings):
+    import threading
+
+    from infra.ledger import Heartbeat
+
+    run = Store.for_run(make_settings())
+    usd = [1.0]
+    refreshed = threading.Event()
+
+    def spent() -> float:
+        if usd[0] > 1.0:
+            refreshed.set()
+        return usd[0]
+
+    with Heartbeat(run, "preprocess/rank_000", spent, 0.5, every_s=0.01):
+        assert read_ledger(run) == {"preprocess/rank_000": 1.0}  # written before any work
+        usd[0] = 2.0
+        assert refreshed.wait(600)  # a hang guard: the thread writes every 10 ms
+    usd[0] = 3.0
+    assert read_ledger(run) == {"preprocess/rank_000": 2.0}  # the block ended at 2.0; no write after it
+
+
+def spend_of(run: Store, scope: str) -> float | None:
+    from infra.ledger import ledger_key
+
+    try:
+        return float(run.get_json(ledger_key(scope))["usd"])
+    except FileNotFoundError:
+        return None
+
+
+def test_a_killed_preprocessing_attempt_keeps_its_spend_and_the_rerun_adds_to_it(make_settings):
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import PYTHON, subprocess_env
+
+    settings = make_settings()
+    run = Store.for_run(settings)
+    # $1/h and an hour of provisioning per attempt: each attempt adds at least $1.
+    env = subprocess_env(settings, SUARA_BUDGET__HOURLY_PRICE_USD="1", SUARA_BUDGET__PROVISION_SECONDS_ESTIMATE="3600",
+                         SUARA_BUDGET__HEARTBEAT_S="0.01", SUARA_PREPROCESS__WORKERS="1")
+    cmd = [PYTHON, "-m", "preprocess", "run", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: set[float] = set()
+    deadline = time.monotonic() + 600  # a hang guard; the event is the entry changing while it runs
+    while proc.poll() is None and len(seen) < 2 and time.monotonic() < deadline:
+        usd = spend_of(run, "preprocess/rank_000")
+        if usd is not None:
+            seen.add(usd)
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert len(seen) >= 2  # refreshed while it ran
+    killed = spend_of(run, "preprocess/rank_000")
+    assert killed >= 1.0  # its provisioning and its minutes, counted though it never finished
+
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    assert spend_of(run, "preprocess/rank_000") >= killed + 1.0  # added to, not overwritten
+
+
+def test_preprocessing_does_not_start_once_the_campaign_cap_is_spent(make_settings):
+    import subprocess
+
+    from infra.ledger import write_entry
+    from tests.conftest import PYTHON, subprocess_env
+
+    settings = make_settings()
+    write_entry(Store.for_run(settings), "phase1", 5.0, 1.0)
+    out = subprocess.run([PYTHON, "-m", "preprocess", "run", "--no-progress"], capture_output=True, text=True,
+                         env=subprocess_env(settings, SUARA_BUDGET__MAX_COST_USD="5"))
+    assert out.returncode == exit_codes.BUDGET_EXHAUSTED and "$5.00 of its $5.00 cap" in out.stderr
+    assert not Store.for_run(settings).exists("data/manifest.json")

@@ -60,7 +60,7 @@ def test_pipeline_end_to_end(pipeline_settings, tmp_path):
     audio, rate = sf.read(wav)
     assert rate == 24_000 and 0 < len(audio) <= 2 * 24_000 + 1920 and abs(audio).max() > 0
 
-    # A tampered adapter object is caught by pull.
+    # A tampered adapter object is caught by pull, and nothing of it lands in the folder.
     key = "adapters/phase3/adapter_model.safetensors"
     data = bytearray(run_store.get_bytes(key))
     data[-1] ^= 0xFF
@@ -68,6 +68,7 @@ def test_pipeline_end_to_end(pipeline_settings, tmp_path):
     out = subprocess.run([PYTHON, "-m", "trainer", "pull", "--phase", "3", "--to", str(tmp_path / "bad")],
                          env=env, capture_output=True, text=True)
     assert out.returncode == 2 and "sha256" in out.stderr
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad.pull-*"))
 
 
 def test_adapter_manifest_records_what_synthesis_needs(preprocessed_store, tmp_path, make_settings):

@@ -98,6 +98,32 @@ def test_normalisation_speaks_in_the_matrix_language(text, spoken):
     assert analyze(text).normalized == spoken
 
 
+@pytest.mark.parametrize(("text", "spoken"), [
+    ("Dr. Ahmad akan datang esok.", "Doktor Ahmad akan datang esok."),
+    ("Prof Lim said okay lah.", "Professor Lim said okay lah."),
+    ("Rumah dia di Jln. Ampang, Tmn Melati.", "Rumah dia di Jalan Ampang, Taman Melati."),
+    ("Bilik No. 5 di tingkat 2.", "Bilik nombor lima di tingkat dua."),
+    ("Kerja di Syarikat Maju Sdn. Bhd.", "Kerja di Syarikat Maju Sendirian Berhad."),
+    ("Pn. Siti dan En. Abu dah sampai", "Puan Siti dan Encik Abu dah sampai"),
+    # Only where the next word shows what they are: chat "dr" is "dari", "no" a word.
+    ("dr mana ni", "dari mana ni"),
+    ("No, I cannot lah.", "No, I cannot lah."),
+    ("Tinggal di jln tu je", "Tinggal di jalan tu je"),
+])
+def test_abbreviations_are_read_in_full_where_the_next_word_shows_what_they_are(text, spoken):
+    assert analyze(text).normalized == spoken
+
+
+@pytest.mark.parametrize(("text", "spoken"), [
+    ("Call 012-345 6789 okay", "Call zero one two three four five six seven eight nine okay"),
+    ("Telefon +60 3-1234 5678 ya", "Telefon plus enam kosong tiga satu dua tiga empat lima enam tujuh lapan ya"),
+    ("Ejen 007 dah sampai", "Ejen kosong kosong tujuh dah sampai"),
+    ("Harga RM0.50 sahaja", "Harga lima puluh sen sahaja"),
+])
+def test_telephone_numbers_and_leading_zeros_are_read_digit_by_digit(text, spoken):
+    assert analyze(text).normalized == spoken
+
+
 def test_particles_and_english_words_are_never_rewritten_into_malay():
     text = "Okay lah, I go first what"
     assert analyze(text).normalized == text

@@ -39,20 +39,29 @@ def test_micro_batches_keep_the_order_and_respect_size_and_frame_budget():
 
 
 def test_k_micro_batches_give_the_gradient_and_loss_of_one_batch(store_with_data, make_settings):
-    # No dropout: the comparison is of arithmetic, not of random masks drawn per forward pass.
-    settings = make_settings(store=store_with_data, run_id="shared", steps=4, train={"lora": {"dropout": 0.0}})
+    # No dropout: the comparison is of arithmetic, not of random masks drawn per forward pass. No
+    # prefetch thread: the test draws the step's batch itself. Every target that can get a context
+    # turn gets one: the contexts are drawn for the whole batch, whatever the split.
+    settings = make_settings(store=store_with_data, run_id="shared", steps=4,
+                             train={"lora": {"dropout": 0.0}, "prefetch_batches": 0, "context_share": 1.0})
     trainer = PhaseTrainer(settings, 1, progress=False)
     try:
         trainer.setup()
-        samples = next(trainer._batches)
-        assert len(samples) == 4 and len({s.frames for s in samples}) > 1  # micro-batches differ in length
+        drawn = next(trainer.stream.drawn())
+        assert len(drawn.samples) == 4 and len({s.frames for s in drawn.samples}) > 1  # micro-batches differ
+
+        def built(micro: int) -> list:
+            trainer.micro_batch_size = micro
+            batches = trainer._prepare(drawn).batches
+            assert [b.rows for b in batches] == [micro] * (4 // micro)
+            return batches
 
         def gradients(micro: int) -> tuple[list[torch.Tensor], float]:
-            trainer.micro_batch_size = micro
-            parts, _ = trainer.accumulate_gradients(samples)
+            parts, rows, _ = trainer.accumulate_gradients(built(micro))
+            assert rows == 4
             grads = [p.grad.detach().clone() for p in trainer.params]
             trainer.optimizer.zero_grad(set_to_none=True)
-            return grads, float(parts.loss)
+            return grads, float(parts.loss.detach())
 
         whole, whole_loss = gradients(4)
         for micro in (2, 1):  # accumulation 2 and 4
@@ -63,12 +72,10 @@ def test_k_micro_batches_give_the_gradient_and_loss_of_one_batch(store_with_data
 
         # The tolerance is far tighter than the error of averaging micro-batch losses unweighted
         # (what a plain `loss / k` would do): that gradient fails it.
-        trainer.micro_batch_size = 1
-        for sample in samples:
-            from trainer.loss import build_batch, weighted_csm_loss
+        from trainer.loss import weighted_csm_loss
 
-            batch = build_batch([sample], trainer.tokenizer, trainer.model.config, trainer.speaker_index)
-            (weighted_csm_loss(trainer.model, batch).loss / len(samples)).backward()
+        for batch in built(1):
+            (weighted_csm_loss(trainer.model, batch).loss / 4).backward()
         naive = [p.grad.detach().clone() for p in trainer.params]
         with pytest.raises(AssertionError):
             for g, w in zip(naive, whole, strict=True):

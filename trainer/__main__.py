@@ -1,10 +1,13 @@
-"""`python -m trainer`: train a phase, list/pull adapters, synthesise speech.
+"""`python -m trainer`: train a phase, list/pull/export adapters, synthesise and serve speech.
 
     python -m trainer train --phase 1 [--max-steps S] [--checkpoint-every K]
     python -m trainer adapters
     python -m trainer pull --phase 3 --to ./adapters/phase3
     python -m trainer pull-logs --to ./tb && tensorboard --logdir ./tb    # every phase's curves
     python -m trainer synth --phase 3 --text "Okay lah, I go now." --out hello.wav
+    python -m trainer synth --phase 3 --batch lines.jsonl --out ./speech/
+    python -m trainer export --phase 3 --to ./suara-phase3
+    python -m trainer serve --phase 3 [--host 127.0.0.1 --port 8000]
     python -m trainer evaluate --phase 3 [--speaker S]       # metrics, particle check, HTML report
     python -m trainer listen --phases 2,3 [--systems reference]   # blind MOS + A/B test in a browser
     python -m trainer listen-summary                         # MOS with 95 % CIs, A/B significance
@@ -37,10 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=int, help="override the phase plan's step count")
     train.add_argument("--checkpoint-every", type=int, help="override train.checkpoint_every")
     train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--allow-incomplete", action="store_true",
+                       help="start from the previous phase's adapter even if its run stopped early")
 
     sub.add_parser("adapters", help="list the run's published adapters")
 
-    pull = sub.add_parser("pull", help="download a phase's adapter and verify its checksums")
+    pull = sub.add_parser("pull", help="download a phase's adapter, verify every checksum, then move it into place")
     pull.add_argument("--phase", type=int, required=True, choices=[1, 2, 3, 4])
     pull.add_argument("--speaker", help="phase 4: the speaker's adapter")
     pull.add_argument("--to", type=Path, required=True, help="local folder to write the adapter to")
@@ -51,12 +56,40 @@ def _parser() -> argparse.ArgumentParser:
                                             "`tensorboard --logdir`")
     logs.add_argument("--to", type=Path, required=True, help="local folder to write them to")
 
-    synth = sub.add_parser("synth", help="text to WAV with the base model + a phase's adapter")
+    smoke = sub.add_parser("smoke", help="prove a setup end to end: upload, preprocess, train, preempt, resume, "
+                                         "pull (trainer/smoke.py)")
+    smoke.add_argument("--steps", type=int, default=8)
+    smoke.add_argument("--local-s3", action="store_true", help="run against a local S3 endpoint on 127.0.0.1")
+
+    synth = sub.add_parser("synth", help="text to speech (wav/flac) with the base model + a phase's adapter")
     synth.add_argument("--phase", type=int, required=True, choices=[1, 2, 3, 4])
-    synth.add_argument("--text", required=True)
-    synth.add_argument("--speaker", help="speaker id (phase 4: picks the speaker's adapter)")
-    synth.add_argument("--out", type=Path, required=True)
-    synth.add_argument("--max-seconds", type=float, default=10.0)
+    what = synth.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="the text; long text is said sentence by sentence")
+    what.add_argument("--text-file", type=Path, help="a UTF-8 file with the text (paragraphs on their own lines)")
+    what.add_argument("--batch", type=Path, help="a .jsonl (text, id, speaker, prompt_audio, prompt_text) or .tsv "
+                                                 "(id<TAB>text) file: one audio file per row")
+    synth.add_argument("--speaker", help="the voice (phase 4: picks the speaker's adapter)")
+    synth.add_argument("--out", type=Path, required=True, help="a .wav/.flac file; with --batch, a folder")
+    synth.add_argument("--format", choices=["wav", "flac"], default="wav", help="--batch: the files' format")
+    synth.add_argument("--prompt-audio", type=Path, help="a clip of the voice to imitate (with --prompt-text)")
+    synth.add_argument("--prompt-text", help="what is said in --prompt-audio")
+    _sampling_flags(synth)
+    synth.add_argument("--speed", type=float, default=1.0, help="time-stretch the result (0.25-4.0)")
+    synth.add_argument("--no-progress", action="store_true")
+
+    export = sub.add_parser("export", help="merge a phase's adapter into the base: a plain transformers checkpoint")
+    export.add_argument("--phase", type=int, required=True, choices=[1, 2, 3, 4])
+    export.add_argument("--speaker", help="phase 4: the speaker's adapter")
+    export.add_argument("--to", type=Path, required=True, help="a new or empty folder")
+
+    serve = sub.add_parser("serve", help="an OpenAI-compatible speech server (POST /v1/audio/speech)")
+    serve.add_argument("--phase", type=int, required=True, choices=[1, 2, 3, 4])
+    serve.add_argument("--speaker", help="serve only this voice (phase 4: only this speaker's adapter)")
+    serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines (a cloud replica)")
+    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    serve.add_argument("--max-queue", type=int, default=8, help="requests waiting beyond this get 429")
+    serve.add_argument("--max-input-chars", type=int, default=4096)
+    _sampling_flags(serve)
 
     evaluate = sub.add_parser("evaluate", help="metrics per category, particle prosody check and an HTML report "
                                                "for a phase's adapter (eval/phase<N>/ in the store)")
@@ -75,6 +108,15 @@ def _parser() -> argparse.ArgumentParser:
     summary.add_argument("--db", type=Path, help="SQLite file of ratings (default: listening-<run_id>.sqlite)")
     summary.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
+
+
+def _sampling_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, help="sampling seed (default: the settings' seed)")
+    parser.add_argument("--temperature", type=float, default=0.9, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=50, help="0 = no top-k filter")
+    parser.add_argument("--max-chars", type=int, default=160, help="the longest piece said in one go")
+    parser.add_argument("--max-seconds", type=float,
+                        help="cap each piece's budget (default: from its length; a piece that uses it all is reported)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
             return _pull(settings, args)
         if args.command == "pull-logs":
             return _pull_logs(settings, args)
+        if args.command == "export":
+            return _export(settings, args)
+        if args.command == "serve":
+            return _serve(settings, args)
+        if args.command == "smoke":
+            return _smoke(settings, args)
         if args.command == "evaluate":
             return _evaluate(settings, args)
         if args.command == "listen":
@@ -126,11 +174,16 @@ def _train(settings, args) -> int:
             print(f"error: budget: {refusal}; not starting", file=sys.stderr)
             return exit_codes.BUDGET_EXHAUSTED
 
+    from infra.ledger import paid_since
+    from infra.price import hourly_price
     from trainer.preemption import imds_url_for
     from trainer.train import PhaseTrainer, speakers_of
 
     if settings.preemption.imds_url is None:
         settings.preemption.imds_url = imds_url_for(dict(os.environ))
+    price = hourly_price(settings.budget.hourly_price_usd, dict(os.environ), settings.preemption.imds_url)
+    settings.budget.hourly_price_usd = price.usd
+    logging.getLogger("trainer").info("counting $%.4f/h (%s)", price.usd, price.source)
 
     if args.phase == 4:
         speakers = [args.speaker] if args.speaker else speakers_of(settings)
@@ -138,12 +191,12 @@ def _train(settings, args) -> int:
         raise ValueError("--speaker is for phase 4 only")
     else:
         speakers = [None]
-    started_at: float | None = PROCESS_START
+    started_at: float | None = paid_since(settings.budget, PROCESS_START)
     for speaker in speakers:
         trainer = PhaseTrainer(settings, args.phase, speaker, max_steps=args.max_steps,
                                checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-                               started_at=started_at)
-        started_at = None  # later speakers pay from their own start
+                               started_at=started_at, allow_incomplete=args.allow_incomplete)
+        started_at = None  # later speakers pay from their own start; the attempt's start-up was paid once
         try:
             trainer.setup()
             code = trainer.train()
@@ -163,17 +216,19 @@ def _train(settings, args) -> int:
 
 def _adapters(settings) -> int:
     from infra.storage import Store
+    from trainer.checkpoint import is_incomplete, list_adapters
 
     run = Store.for_run(settings)
-    manifests = [k for k in run.list("adapters") if k.endswith("/manifest.json")]
-    if not manifests:
+    adapters = list_adapters(run)
+    if not adapters:
         print(f"no adapters yet under {run.uri('adapters')}")
         return 0
     print(f"adapters of run {settings.run_id!r}:")
-    for key in manifests:
-        m = run.get_json(key)
+    for m in adapters:
+        label = "  INCOMPLETE: its run stopped early (budget cap); later phases refuse it without --allow-incomplete" \
+            if is_incomplete(m) else ""
         print(f"  phase {m['phase']}{' ' + m['speaker'] if m.get('speaker') else ''}: "
-              f"{run.uri(key.rsplit('/', 1)[0])}  ({m['steps']} steps)")
+              f"{run.uri(m['prefix'])}  ({m.get('steps', '?')} steps){label}")
     _best_checkpoints(run)
     return 0
 
@@ -194,18 +249,19 @@ def _best_checkpoints(run) -> None:
 
 def _pull(settings, args) -> int:
     from infra.storage import Store
-    from trainer.checkpoint import fetch_adapter
+    from trainer.checkpoint import is_incomplete, pull_adapter, pull_best
 
     run = Store.for_run(settings)
     if args.best:
-        from trainer.checkpoint import fetch_best
-
         scope = f"phase{args.phase}" + (f"/{args.speaker}" if args.speaker else "")
-        got = fetch_best(run, scope, settings.train.best_metric, args.to, args.best)
+        got = pull_best(run, scope, settings.train.best_metric, args.to, args.best)
         print(f"best checkpoint #{got['rank']} of {scope} by {got['metric']}: step {got['step']} "
               f"({got['metric']} {got['value']:.4g}), verified, in {args.to}")
         return 0
-    manifest = fetch_adapter(run, args.phase, args.speaker, args.to)
+    manifest = pull_adapter(run, args.phase, args.speaker, args.to)
+    if is_incomplete(manifest):
+        print(f"warning: this adapter is incomplete: its run stopped early at step {manifest.get('steps')} "
+              "(e.g. at a budget cap)", file=sys.stderr)
     print(f"adapter phase {args.phase} ({manifest['steps']} steps, {len(manifest['objects'])} files verified) "
           f"in {args.to}")
     return 0
@@ -220,12 +276,71 @@ def _pull_logs(settings, args) -> int:
     return 0
 
 
-def _synth(settings, args) -> int:
-    from trainer.synth import synthesize
+def _smoke(settings, args) -> int:
+    import os
 
-    out = synthesize(settings, args.phase, args.text, args.out, args.speaker, args.max_seconds)
-    print(f"wrote {out}")
+    from trainer.smoke import SmokeFailed, run_smoke
+
+    try:
+        if not args.local_s3:
+            return run_smoke(settings, args.steps)
+        from infra.s3server import local_s3
+
+        with local_s3("suara-smoke") as url:
+            os.environ.update({"SUARA_STORE": "s3://suara-smoke/suara", "SUARA_S3_ENDPOINT_URL": url})
+            local = settings.model_copy(update={"store": "s3://suara-smoke/suara", "s3_endpoint_url": url})
+            return run_smoke(local, args.steps)
+    except SmokeFailed as exc:
+        print(f"smoke run FAILED: {exc}", file=sys.stderr)
+        return 1
+
+
+def _synth_options(settings, args, speed: float = 1.0):
+    from trainer.synth import SynthOptions
+
+    return SynthOptions(seed=settings.seed if args.seed is None else args.seed, temperature=args.temperature,
+                        top_k=args.top_k, max_chars=args.max_chars, max_seconds=args.max_seconds, speed=speed)
+
+
+def _synth(settings, args) -> int:
+    from trainer.synth import synthesize, synthesize_batch
+
+    options = _synth_options(settings, args, args.speed)
+    if args.batch is not None:
+        if args.prompt_audio or args.prompt_text:
+            raise ValueError("with --batch, give voice prompts per row (prompt_audio, prompt_text)")
+        report = synthesize_batch(settings, args.phase, args.batch, args.out, args.speaker, options, args.format,
+                                  progress=not args.no_progress)
+        print(f"{report.written} written, {report.skipped} already there, {report.failed} failed, "
+              f"{report.hit_budget} with a piece that may be cut short; manifest {report.manifest}")
+        return 0 if report.failed == 0 else 1
+    text = args.text if args.text is not None else args.text_file.read_text(encoding="utf-8")
+    speech = synthesize(settings, args.phase, text, args.out, args.speaker, options, args.prompt_audio,
+                        args.prompt_text)
+    print(f"wrote {args.out}: {speech.seconds:.2f} s at {speech.sample_rate} Hz, {len(speech.pieces)} pieces")
+    for i, piece in enumerate(speech.pieces, 1):
+        flag = "  <- used its whole budget: may be cut short" if piece.hit_budget else ""
+        print(f"  {i:3d}. {piece.frames:4d}/{piece.budget_frames} frames  {piece.text[:60]!r}{flag}")
     return 0
+
+
+def _export(settings, args) -> int:
+    from trainer.export import export
+
+    out = export(settings, args.phase, args.speaker, args.to)
+    print(f"exported phase {args.phase}{' ' + args.speaker if args.speaker else ''} to {out} "
+          f"(load with CsmForConditionalGeneration.from_pretrained; model card in README.md)")
+    return 0
+
+
+def _serve(settings, args) -> int:
+    from trainer.serve import ServeOptions, serve
+    from trainer.synth import Synthesizer
+
+    model_id = f"suara-phase{args.phase}" + (f"-{args.speaker}" if args.speaker else "")
+    options = ServeOptions(model_id=model_id, max_queue=args.max_queue, max_input_chars=args.max_input_chars,
+                           synth=_synth_options(settings, args))
+    return serve(lambda: Synthesizer.from_store(settings, args.phase, args.speaker), options, args.host, args.port)
 
 
 def _evaluate(settings, args) -> int:

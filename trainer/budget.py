@@ -1,9 +1,10 @@
 """Money spent, counted across restarts, and the caps that stop a phase.
 
-Spend = hours the trainer has run x the instance's hourly price. It is stored in every checkpoint
-and in a small ledger object per scope (`spend/<scope>.json`) refreshed every `heartbeat_s`, so a
+Spend = hours since the attempt started paying (infra/ledger.py `paid_since`: its provisioning,
+then its first command or the process's start) x the instance's hourly price (infra/price.py). It is stored
+in every checkpoint and in the run's ledger (infra/ledger.py) refreshed every `heartbeat_s`, so a
 restart after a preemption also counts the time since the last checkpoint that it threw away.
-The campaign total is the sum of every scope's ledger entry in the run.
+The campaign total is the sum of every scope's ledger entry in the run, preprocessing included.
 """
 
 from __future__ import annotations
@@ -12,23 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from infra.ledger import entries, read_ledger, write_entry  # noqa: F401 - read_ledger re-exported
 from infra.settings import BudgetSettings, Settings
 from infra.storage import Store
-
-LEDGER = "spend"
-
-
-def ledger_key(scope: str) -> str:
-    return f"{LEDGER}/{scope.replace('/', '__')}.json"
-
-
-def read_ledger(run: Store) -> dict[str, float]:
-    """USD spent per scope, from the ledger objects of the run."""
-    return {entry["scope"]: float(entry["usd"]) for entry in _entries(run)}
-
-
-def _entries(run: Store) -> list[dict]:
-    return [run.get_json(key) for key in run.list(LEDGER)]
 
 
 @dataclass
@@ -86,21 +73,18 @@ class BudgetGuard:
         return self.clock() - self._start
 
     def write_ledger(self, run: Store, step: int, startup_s: float | None = None) -> None:
-        entry = {"scope": self.scope, "usd": self.spent, "step": step,
-                 "hourly_price_usd": self.settings.hourly_price_usd}
-        if startup_s is not None:
-            entry["startup_s"] = startup_s
-        run.put_json(ledger_key(self.scope), entry)
+        extra = {"startup_s": startup_s} if startup_s is not None else {}
+        write_entry(run, self.scope, self.spent, self.settings.hourly_price_usd, step=step, **extra)
 
 
 def precheck(settings: Settings, scope: str, phase_cap_usd: float | None, checkpoint_every: int) -> str | None:
     """Why a phase must not start, judged from the ledger alone, before anything heavy is loaded
     (a refused start still pays for its own start-up). None when it may start."""
     run = Store.for_run(settings)
-    entries = {e["scope"]: e for e in _entries(run)}
-    own = entries.get(scope, {})
+    entries_by_scope = {e["scope"]: e for e in entries(run)}
+    own = entries_by_scope.get(scope, {})
     guard = BudgetGuard(settings.budget, scope, phase_cap_usd, float(own.get("usd", 0.0)),
-                        sum(float(e["usd"]) for k, e in entries.items() if k != scope))
+                        sum(float(e["usd"]) for k, e in entries_by_scope.items() if k != scope))
     # Starting costs the start-up (model download and load: measured by an earlier attempt, else
     # the settings' estimate) before the first interval of training.
     startup_s = float(own.get("startup_s", settings.budget.startup_seconds_estimate))

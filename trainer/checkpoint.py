@@ -17,15 +17,20 @@ checkpoints are kept, plus the scope's final one (`final.json` names it) and the
 (`best.json`: metric, and step + value of each, best first).
 A checkpoint can also be pinned by name (`early_stopping.json`: the best step so far by the
 early-stopping figure, which the phase may publish when it stops); pruning keeps pinned ones too.
-A phase's final adapter is published the same way under `adapters/phase<N>[/<speaker>]/`.
+A phase's final adapter is published the same way under `adapters/phase<N>[/<speaker>]/`; its
+manifest says `complete: false` when the run stopped before its last step (a budget cap).
+Pulling one to a local folder is atomic: the files go to a staging folder beside the target and
+are verified there, and only then does the staging folder take the target's name.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,3 +263,89 @@ def fetch_adapter(run: Store, phase: int, speaker: str | None, local: Path) -> d
             f"train it first: python -m trainer train --phase {phase}{hint}"
         )
     return download_verified(run, prefix, local)
+
+
+def published_speakers(run: Store) -> list[str]:
+    """Speakers with a committed phase-4 adapter."""
+    return [name for name in run.list_dirs(adapter_prefix(4)) if run.exists(f"{adapter_prefix(4, name)}/{MANIFEST}")]
+
+
+def list_adapters(run: Store) -> list[dict[str, Any]]:
+    """The manifest of every committed adapter of the run, phase then speaker order, each with its
+    `prefix`."""
+    found = []
+    for key in run.list("adapters"):
+        if key.endswith(f"/{MANIFEST}"):
+            manifest = run.get_json(key)
+            found.append({**manifest, "prefix": key.rsplit("/", 1)[0]})
+    return sorted(found, key=lambda m: (m.get("phase", 0), m.get("speaker") or ""))
+
+
+def is_incomplete(manifest: dict[str, Any]) -> bool:
+    """Published by a run that stopped early (manifests older than the flag count as complete)."""
+    return manifest.get("complete") is False
+
+
+PULLED_BEST = "pulled.json"  # in a folder `pull --best` filled: which checkpoint it holds
+
+
+def pull_adapter(run: Store, phase: int, speaker: str | None, target: Path) -> dict[str, Any]:
+    """Download and verify a published adapter into `target`, all or nothing (see `_pull_into`);
+    returns its manifest, which is also written to `target`."""
+
+    def fill(staging: Path) -> dict[str, Any]:
+        manifest = fetch_adapter(run, phase, speaker, staging)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        return manifest
+
+    return _pull_into(target, fill)
+
+
+def pull_best(run: Store, scope: str, metric: str, target: Path, rank: int = 1) -> dict[str, Any]:
+    """`fetch_best` into `target`, all or nothing as `pull_adapter`; the record (step, metric,
+    value, rank) is also written to `target`/pulled.json."""
+
+    def fill(staging: Path) -> dict[str, Any]:
+        record = fetch_best(run, scope, metric, staging, rank)
+        (staging / PULLED_BEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        return record
+
+    return _pull_into(target, fill)
+
+
+def _pull_into(target: Path, fill: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """`fill(staging)` downloads and verifies into a staging folder beside `target`, which is then
+    renamed to `target`. On any failure `target` is as it was and the staging folder is gone. A
+    folder that holds an earlier pull (its manifest.json or pulled.json) is replaced; any other
+    non-empty folder is refused rather than overwritten."""
+    target = Path(target).absolute()
+    earlier = (target / MANIFEST).is_file() or (target / PULLED_BEST).is_file()
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not earlier)):
+        raise CheckpointError(f"{target} exists and is not an adapter pulled before (no {MANIFEST}); "
+                              "choose an empty or new folder for --to")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.pull-", dir=target.parent))
+    try:
+        record = fill(staging)
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return record
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Give `staging` the name `target`; an existing `target` is moved aside first and removed
+    only after the rename, so an interruption leaves one of the two whole."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.rename(target, old / "previous")
+    try:
+        os.rename(staging, target)
+    except OSError:
+        os.rename(old / "previous", target)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,7 +1,10 @@
-"""Weights & Biases logging: offline unless a key is set, one run id per training scope for life;
-and the same figures as TensorBoard events in the run's store (trainer/tensorboard.py).
+"""Weights & Biases logging: online when asked for (logging.wandb_mode, `online` in the task files)
+and WANDB_API_KEY is set, offline otherwise; one run id per training scope for life; and the same
+figures as TensorBoard events in the run's store (trainer/tensorboard.py).
 
-The run id is stored in every checkpoint, so a resumed phase appends to the same W&B run.
+The run id is stored in every checkpoint, so a resumed phase appends to the same W&B run. An
+offline run's files are uploaded to the store (`runs/<run_id>/wandb/<scope>/`) when the logger
+closes, so they outlive the cloud instance (`wandb sync` them from a copy). WANDB_DIR is honoured.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ RETRY_WAIT_S = 2.0
 
 
 class RunLogger:
-    def __init__(self, settings: Settings, scope: str, run_id: str | None):
+    def __init__(self, settings: Settings, scope: str, run_id: str | None, upload_to: Store | None = None,
+                 environ: dict[str, str] | None = None):
+        environ = dict(os.environ) if environ is None else environ
         mode = settings.logging.wandb_mode
         self.run = None
+        self.upload_to, self.scope = upload_to, scope
         self.events = None
         if settings.logging.tensorboard:
             from trainer.tensorboard import EventLog
@@ -38,12 +44,14 @@ class RunLogger:
         import wandb
 
         self._wandb = wandb
-        # Online only when asked for and a key exists; never fail a training job over logging.
-        if mode == "online" and not os.environ.get("WANDB_API_KEY"):
+        # Online when asked for (the task files do) and a key is given; offline without one. Never
+        # fail a training job over logging.
+        if mode == "online" and not environ.get("WANDB_API_KEY"):
             mode = "offline"
+        self.mode = mode
         run_id = run_id or wandb.util.generate_id()
-        # Offline runs stay on disk for `wandb sync` (cache_dir/wandb/offline-run-*).
-        wandb_dir = Path(settings.cache_dir)
+        # Offline runs stay on disk for `wandb sync` (WANDB_DIR, else cache_dir, /wandb/offline-run-*).
+        wandb_dir = Path(environ.get("WANDB_DIR") or settings.cache_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(RETRIES + 1):
             try:
@@ -102,7 +110,23 @@ class RunLogger:
             if sync:
                 self.events.sync()
             self.events.close(sync=False)
-        if self.run is not None:
-            self.run.finish(quiet=True)
+        if self.run is None:
+            return
+        run_dir = Path(self.run.dir).parent  # .../wandb/offline-run-<time>-<id>
+        self.run.finish(quiet=True)
+        if self.mode == "offline" and self.upload_to is not None:
+            self.upload_offline_run(run_dir)
+
+    def upload_offline_run(self, run_dir: Path) -> None:
+        """Copy the offline run's files to the store; a failure is logged, never raised."""
+        target = self.upload_to.child(self.scope.replace("/", "__")).child(run_dir.name)
+        try:
+            files = [p for p in run_dir.rglob("*") if p.is_file()]
+            for path in files:
+                target.put_file(path, str(path.relative_to(run_dir)))
+            log.info("offline W&B run (%d files) uploaded to %s; `wandb sync` a copy to publish it", len(files),
+                     target.url)
+        except Exception as exc:  # noqa: BLE001 - logging must never stop training
+            log.warning("could not upload the offline W&B run %s: %s", run_dir, exc)
 
 

@@ -38,9 +38,19 @@ class Batch:
     attention_mask: torch.Tensor  # (B, T)
     num_frames: int  # audio frames in the batch (for throughput)
 
-    def to(self, device: torch.device) -> Batch:
-        moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.__dict__.items()}
+    @property
+    def rows(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
+        """On `device`; `non_blocking` from pinned memory: the copy overlaps the work queued before it."""
+        moved = {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
+                 for k, v in self.__dict__.items()}
         return Batch(**moved)
+
+    def pin_memory(self) -> Batch:
+        """In page-locked host memory, so a copy to the GPU can run asynchronously."""
+        return Batch(**{k: v.pin_memory() if torch.is_tensor(v) else v for k, v in self.__dict__.items()})
 
 
 def frame_weights(sample: ShardSample, particle_weight: float = 1.0, switch_weight: float = 1.0) -> np.ndarray:
@@ -146,8 +156,12 @@ class LossParts:
 def weighted_csm_loss(model: Any, batch: Batch, depth_frame_ratio: float = 1.0,
                       generator: torch.Generator | None = None) -> LossParts:
     csm = csm_parts(model)
-    hidden = csm.backbone_model(inputs_embeds=embed(model, batch),
-                                attention_mask=batch.attention_mask).last_hidden_state
+    inputs = embed(model, batch)
+    if csm.backbone_model.gradient_checkpointing and torch.is_grad_enabled() and not inputs.requires_grad:
+        # Reentrant activation checkpointing (Unsloth's) only back-propagates into a checkpointed
+        # layer whose input requires grad; the embeddings are frozen, so mark their output.
+        inputs.requires_grad_(True)
+    hidden = csm.backbone_model(inputs_embeds=inputs, attention_mask=batch.attention_mask).last_hidden_state
     # Backbone: position t-1 predicts codebook 0 of frame t.
     targets0 = batch.labels[:, 1:, 0]
     weights = batch.frame_weights[:, 1:]

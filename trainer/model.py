@@ -1,11 +1,22 @@
-"""CSM base model + LoRA adapters (transformers + peft).
+"""CSM base model + LoRA adapters or a full fine-tune, on one of two backends.
 
-The base is `sesame/csm-1b`, a local path, or the offline tiny bundle; the codec inside CSM is
-never trained and LoRA never touches it (Mimi's attention layers share the q/k/v/o names).
+The base is `sesame/csm-1b`, a local path, or a generated bundle (infra/models.py); the codec inside
+CSM is never trained and LoRA never touches it (Mimi's attention layers share the q/k/v/o names).
+
+Precision: on CUDA the frozen base is held in bf16 and the step runs under bf16 autocast. What is
+trained is always fp32: peft creates LoRA weights in fp32 even on a bf16 base, and a full fine-tune
+upcasts every trainable weight to fp32 (master weights) before the optimizer sees it, because a
+bf16 weight near 1.0 moves in steps of 2^-7 and an update of lr x gradient ~ 1e-5 rounds to nothing.
+
+Backends:
+- peft: transformers + peft; activation checkpointing when `train.gradient_checkpointing`;
+- unsloth (CUDA, LoRA only): Unsloth's loader and kernels, its own LoRA (`FastModel.get_peft_model`)
+  and its gradient checkpointing ("unsloth": recomputed layers, activations offloaded to the host).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,6 +34,11 @@ def base_model_source(settings: Settings) -> str:
     return model_source(settings.model, settings.cache_dir)
 
 
+def weights_dtype(device: torch.device) -> torch.dtype:
+    """The dtype the frozen base is held in: bf16 on CUDA, fp32 on CPU (no fast bf16 matmul there)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
 def load_base(settings: Settings, weights: Path | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) with every weight frozen, on the configured device. `weights`: a saved
     full fine-tune to load instead of the base weights (the tokenizer is always the base's)."""
@@ -30,8 +46,8 @@ def load_base(settings: Settings, weights: Path | None = None) -> tuple[Any, Any
 
     source = base_model_source(settings)
     device = resolve_device(settings.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = CsmForConditionalGeneration.from_pretrained(str(weights or source), dtype=dtype).to(device)
+    model = CsmForConditionalGeneration.from_pretrained(str(weights or source), dtype=weights_dtype(device))
+    model = model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model.requires_grad_(False)
     return model, tokenizer
@@ -39,8 +55,6 @@ def load_base(settings: Settings, weights: Path | None = None) -> tuple[Any, Any
 
 def backend(settings: Settings) -> str:
     """"unsloth" or "peft". Unsloth needs CUDA: asking for it elsewhere is an error, not a fallback."""
-    import importlib.util
-
     wanted = settings.train.backend
     cuda = resolve_device(settings.device).type == "cuda"
     available = cuda and importlib.util.find_spec("unsloth") is not None
@@ -52,38 +66,76 @@ def backend(settings: Settings) -> str:
     return wanted
 
 
-def _load_unsloth_base(settings: Settings) -> tuple[Any, Any]:
-    """CSM through Unsloth's loader (its patched kernels; optionally a 4-bit base), frozen."""
+def load_trainable(settings: Settings, weights: Path | None) -> tuple[Any, Any]:
+    """The model to train and its tokenizer. LoRA mode: the frozen base plus the adapter in
+    `weights` (a fresh one, initialised from the torch RNG, when None), with the same LoRA
+    configuration on either backend. Full mode: every weight but the codec trainable, in fp32,
+    starting from the full model in `weights` or the base."""
+    if backend(settings) == "unsloth":
+        return _load_unsloth(settings, weights)
+    if settings.train.mode == "full":
+        model, tokenizer = load_base(settings, weights)
+        for name, param in model.named_parameters():
+            param.requires_grad_(not name.startswith("codec_model."))
+        master_weights_fp32(model)
+    else:
+        base, tokenizer = load_base(settings)
+        model = with_new_adapter(base, settings) if weights is None else with_adapter(base, weights, trainable=True)
+    if settings.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model, tokenizer
+
+
+def master_weights_fp32(model: Any) -> None:
+    """Every trainable parameter in fp32 (frozen ones keep their dtype): the optimizer then updates
+    fp32 masters and bf16 autocast casts them for each matmul."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute each decoder layer (backbone and depth decoder) in the backward pass. Non-reentrant
+    checkpointing: no input needs `requires_grad`, and dropout masks are replayed exactly."""
+    from trainer.loss import csm_parts
+
+    csm_parts(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _load_unsloth(settings: Settings, weights: Path | None) -> tuple[Any, Any]:
+    """CSM through Unsloth (CUDA only): its loader (optionally a 4-bit base), its LoRA and its
+    gradient checkpointing. A saved adapter is loaded into the same Unsloth LoRA structure, so a
+    resumed run is built exactly like a fresh one."""
     from unsloth import FastModel  # noqa: I001 - Unsloth patches transformers when imported
     from transformers import CsmForConditionalGeneration
 
     model, processor = FastModel.from_pretrained(
         model_name=base_model_source(settings), max_seq_length=2048, dtype=None,
         auto_model=CsmForConditionalGeneration, load_in_4bit=settings.train.load_in_4bit,
+        full_finetuning=False, use_gradient_checkpointing="unsloth",
     )
-    model.requires_grad_(False)
+    lora = settings.train.lora
+    model = FastModel.get_peft_model(
+        model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+        target_modules=lora_target_regex(lora), use_gradient_checkpointing="unsloth",
+        # Unsloth reseeds every RNG with this; the trainer seeded them with the same value just before.
+        random_state=torch.initial_seed() % 2**32, use_rslora=False, loftq_config=None,
+    )
+    if weights is not None:
+        load_adapter_weights(model, weights)
+    master_weights_fp32(model)  # a no-op where Unsloth already keeps LoRA weights in fp32
     return model, getattr(processor, "tokenizer", processor)
 
 
-def load_trainable(settings: Settings, weights: Path | None) -> tuple[Any, Any]:
-    """The model to train and its tokenizer. LoRA mode: the frozen base plus the adapter in
-    `weights` (a fresh one, initialised from the torch RNG, when None), with the same LoRA
-    configuration on either backend. Full mode: every weight but the codec trainable, starting from
-    the full model in `weights` or the base."""
-    if backend(settings) == "unsloth":
-        base, tokenizer = _load_unsloth_base(settings)
-        model = with_new_adapter(base, settings) if weights is None else with_adapter(base, weights, trainable=True)
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-        return model, tokenizer
-    if settings.train.mode == "full":
-        model, tokenizer = load_base(settings, weights)
-        for name, param in model.named_parameters():
-            param.requires_grad_(not name.startswith("codec_model."))
-        return model, tokenizer
-    base, tokenizer = load_base(settings)
-    model = with_new_adapter(base, settings) if weights is None else with_adapter(base, weights, trainable=True)
-    return model, tokenizer
+def load_adapter_weights(model: Any, adapter_dir: Path) -> None:
+    """Saved LoRA weights into a model that already has the same LoRA structure."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(model, load_file(Path(adapter_dir) / "adapter_model.safetensors"))
+    if result.unexpected_keys:
+        raise ValueError(f"the adapter in {adapter_dir} does not fit this LoRA configuration: unexpected "
+                         f"{result.unexpected_keys[:3]}...; were train.lora settings changed mid-run?")
 
 
 def load_for_inference(settings: Settings, weights: Path, mode: str) -> tuple[Any, Any]:
@@ -104,6 +156,13 @@ def lora_config(lora: LoraSettings) -> Any:
     )
 
 
+def lora_target_regex(lora: LoraSettings) -> str:
+    """The target modules as one pattern that also excludes the codec: Unsloth's get_peft_model takes
+    target names or a pattern but no exclusion list (peft matches a string pattern on the full name)."""
+    names = "|".join(sorted(lora.target_modules))
+    return rf"^(?!.*codec_model).*\.({names})$"
+
+
 def with_new_adapter(model: Any, settings: Settings) -> Any:
     """A fresh LoRA adapter (initialised from the torch RNG, so seed first)."""
     from peft import get_peft_model
@@ -118,9 +177,26 @@ def with_adapter(model: Any, adapter_dir: Path, trainable: bool) -> Any:
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
 
 
+def optimizer_kind(settings: Settings) -> str:
+    """"adamw" or "adamw_8bit" (bitsandbytes, CUDA only)."""
+    wanted = settings.train.optimizer
+    cuda = resolve_device(settings.device).type == "cuda"
+    available = cuda and importlib.util.find_spec("bitsandbytes") is not None
+    if wanted == "adamw_8bit" and not available:
+        raise ValueError("train.optimizer=adamw_8bit needs a CUDA device and the bitsandbytes package (the GPU "
+                         "image's requirements/gpu.txt); use SUARA_TRAIN__OPTIMIZER=adamw or auto elsewhere")
+    if wanted == "auto":
+        return "adamw_8bit" if available else "adamw"
+    return wanted
+
+
 def make_optimizer(settings: Settings, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """AdamW; 8-bit AdamW (bitsandbytes) on the Unsloth backend, as the seed's 24 GB plan assumes."""
-    if backend(settings) == "unsloth":
+    """AdamW over fp32 parameters, with fp32 moments or bitsandbytes' 8-bit ones (`optimizer_kind`)."""
+    not_fp32 = {p.dtype for p in params if p.dtype != torch.float32}
+    if not_fp32:
+        raise ValueError(f"trainable parameters in {sorted(map(str, not_fp32))}: AdamW updates would round away; "
+                         "upcast them first (trainer.model.master_weights_fp32)")
+    if optimizer_kind(settings) == "adamw_8bit":
         import bitsandbytes as bnb
 
         return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=settings.train.weight_decay)

@@ -7,28 +7,16 @@ finishes its current step, checkpoints and exits with the retryable code.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from infra.price import AWS_IMDS, imds_get, imds_token, imds_url_for  # noqa: F401 - re-exported
+
 log = logging.getLogger(__name__)
-TOKEN_TTL_S = 300
-AWS_IMDS = "http://169.254.169.254"
-
-
-def imds_url_for(environ: dict[str, str]) -> str | None:
-    """AWS's metadata endpoint when SkyPilot says this job runs on AWS, else None.
-    SkyPilot exports SKYPILOT_CLUSTER_INFO, a JSON object with the cluster's `cloud`."""
-    try:
-        cloud = json.loads(environ.get("SKYPILOT_CLUSTER_INFO", "{}")).get("cloud", "")
-    except (ValueError, AttributeError):
-        return None
-    return AWS_IMDS if str(cloud).lower() == "aws" else None
 
 
 class StopRequest:
@@ -54,16 +42,9 @@ class StopRequest:
 
 def spot_notice(base_url: str, timeout_s: float = 2.0) -> str | None:
     """The pending spot action ("terminate at ..."), or None. IMDSv2: token first, then the read."""
-    base = base_url.rstrip("/")
-    request = urllib.request.Request(f"{base}/latest/api/token", method="PUT",
-                                     headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_S)})
-    with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - configured URL
-        token = resp.read().decode()
-    request = urllib.request.Request(f"{base}/latest/meta-data/spot/instance-action",
-                                     headers={"X-aws-ec2-metadata-token": token})
+    token = imds_token(base_url, timeout_s)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310
-            return resp.read().decode() or "instance-action"
+        return imds_get(base_url, "spot/instance-action", token, timeout_s) or "instance-action"
     except urllib.error.HTTPError as exc:
         if exc.code == 404:  # no interruption scheduled
             return None

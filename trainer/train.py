@@ -17,6 +17,7 @@ never between micro-batches: a checkpoint never holds half-accumulated gradients
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -24,9 +25,11 @@ import random
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +47,14 @@ from trainer.checkpoint import (
     Checkpoints,
     Restored,
     fetch_adapter,
+    is_incomplete,
     publish_adapter,
 )
-from trainer.data import ShardStream, first_samples, micro_batches
+from trainer.data import Drawn, Position, Prefetcher, ShardStream, first_samples, micro_batches
 from trainer.early_stopping import EarlyStopping, Verdict
 from trainer.fence import Fence, Fenced
 from trainer.logger import RunLogger
-from trainer.loss import IGNORE, Batch, LossParts, build_batch, csm_parts, weighted_csm_loss
+from trainer.loss import IGNORE, Batch, LossParts, build_batch, csm_parts, turn_ids, weighted_csm_loss
 from trainer.model import (
     backend,
     base_model_source,
@@ -62,6 +66,7 @@ from trainer.model import (
 from trainer.monitor import Monitor, StepResult
 from trainer.preemption import NoticePoller, StopRequest
 from trainer.validation import CATEGORIES, category_loss
+from trainer.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 # Validation categories: (name, dataset phase, which frames count); see trainer/validation.py.
@@ -77,10 +82,20 @@ AUDIO_PROMPTS = {
 }
 
 
+@dataclass
+class Prepared:
+    """A step's batch built ahead of it, one `Batch` per micro-batch (a single one without gradient
+    accumulation), and where the data stream stands once it is trained on."""
+
+    batches: list[Batch]
+    position: Position
+
+
 class PhaseTrainer:
     def __init__(self, settings: Settings, phase: int, speaker: str | None = None,
                  max_steps: int | None = None, checkpoint_every: int | None = None, progress: bool = True,
-                 clock: Callable[[], float] = time.monotonic, started_at: float | None = None):
+                 clock: Callable[[], float] = time.monotonic, started_at: float | None = None,
+                 allow_incomplete: bool = False):
         if phase not in (1, 2, 3, 4):
             raise ValueError(f"phase must be 1, 2, 3 or 4, got {phase}")
         if (phase == 4) != (speaker is not None):
@@ -98,6 +113,7 @@ class PhaseTrainer:
         self.progress = progress
         self.clock = clock
         self.started_at = started_at  # process start: model loading is paid for too
+        self.allow_incomplete = allow_incomplete  # may start from a previous phase that stopped early
         self.scope = f"phase{phase}" + (f"/{speaker}" if speaker else "")
         self.micro_batch_size = self.plan.micro_batch_size
         self.early_stopping = EarlyStopping.from_settings(self.plan.early_stopping) \
@@ -110,6 +126,11 @@ class PhaseTrainer:
         self.stop = StopRequest()
         self.adapter_uri: str | None = None
         self.monitor: Monitor | None = None
+        # The loop holds the lock while it changes training state; a stalled job is checkpointed
+        # by the watchdog only when the stall is outside it (waiting for data), never half a step.
+        self._state_lock = threading.Lock()
+        self._loader_state: dict[str, Any] | None = None  # the data position after the last step
+        self.watchdog = Watchdog(settings.train.stall_timeout_s, self._emergency_checkpoint)
 
     @property
     def losses(self) -> list[torch.Tensor]:
@@ -138,7 +159,7 @@ class PhaseTrainer:
         state = self._resume(restored)
         self._claim_fence()
         self._open_budget(state)
-        self.logger = RunLogger(self.settings, self.scope, state.get("wandb_run_id"))
+        self.logger = RunLogger(self.settings, self.scope, state.get("wandb_run_id"), upload_to=self.run.child("wandb"))
         self.validation = self._load_validation()
         self._check_early_stopping_data()
 
@@ -165,6 +186,14 @@ class PhaseTrainer:
             return None, None
         weights = self.workdir / "previous"
         previous = fetch_adapter(self.run, self.phase - 1, None, weights)
+        if is_incomplete(previous):
+            if not self.allow_incomplete:
+                raise ValueError(
+                    f"phase {self.phase - 1}'s adapter is incomplete ({previous.get('steps')} steps: its run stopped "
+                    f"early, e.g. at a budget cap); finish it (python -m trainer train --phase {self.phase - 1} with "
+                    "more budget) or start from it anyway with --allow-incomplete")
+            log.warning("starting from phase %d's incomplete adapter (%s steps), as asked", self.phase - 1,
+                        previous.get("steps"))
         mode = self.settings.train.mode
         if previous.get("mode", "lora") != mode:
             raise ValueError(f"phase {self.phase - 1} was trained in {previous.get('mode', 'lora')} mode but "
@@ -189,11 +218,37 @@ class PhaseTrainer:
 
     def _build_data(self) -> None:
         s = self.settings
+        # Batches are drawn and built on the prefetch thread, with a tokenizer of its own (a fast
+        # tokenizer is not meant to be shared between threads).
+        self._data_tokenizer = copy.deepcopy(self.tokenizer) if s.train.prefetch_batches else self.tokenizer
         # frame_budget bounds one forward pass (a micro-batch); a step's batch holds k of them.
         budget = s.train.frame_budget and s.train.frame_budget * self.plan.gradient_accumulation_steps
         self.stream = ShardStream(self.run, self._streams(), self.plan.batch_size, s.seed + self.phase,
                                   s.cache_dir / "streaming", window_batches=s.train.bucket_window_batches,
-                                  frame_budget=budget)
+                                  frame_budget=budget, length=self._row_length,
+                                  context_share=s.train.context_share)
+
+    def _row_length(self, sample: ShardSample) -> int:
+        """Sequence positions a sample takes as a target turn: its prompt tokens, frames, audio EOS."""
+        speaker = self.speaker_index[sample.speaker_id]
+        return len(turn_ids(self._data_tokenizer, self.model.config, speaker, sample.normalized)) + sample.frames + 1
+
+    def _prepare(self, drawn: Drawn) -> Prepared:
+        """A drawn batch as model inputs on the host (pinned on CUDA, for an asynchronous copy): one
+        built batch per micro-batch of <= micro_batch_size rows within frame_budget, in the drawn
+        order. The contexts were drawn for the whole batch, so any split trains on the same rows."""
+        def row(pair: tuple[ShardSample, ShardSample | None]) -> int:  # a context turn lengthens its row
+            target, context = pair
+            return self._row_length(target) + (self._row_length(context) if context is not None else 0)
+
+        batches = []
+        rows = list(zip(drawn.samples, drawn.contexts, strict=True))
+        for chunk in micro_batches(rows, self.micro_batch_size, self.settings.train.frame_budget, row):
+            batch = build_batch([target for target, _ in chunk], self._data_tokenizer, self.model.config,
+                                self.speaker_index, self.plan.particle_weight, self.plan.switch_weight,
+                                contexts=[context for _, context in chunk])
+            batches.append(batch.pin_memory() if self.device.type == "cuda" else batch)
+        return Prepared(batches, drawn.position)
 
     def _resume(self, restored: Restored | None) -> dict[str, Any]:
         """Restore the training state saved with the checkpoint; its state.json (empty when fresh)."""
@@ -205,7 +260,9 @@ class PhaseTrainer:
             _set_rng_state(torch.load(restored.directory / "rng.pt", weights_only=False))
             self.step = restored.step
             log.info("resumed %s from step %d", self.scope, self.step)
-        self._batches = self.stream.batches()
+        # The prefetch thread runs ahead; checkpoints record the position of the last batch trained on.
+        self._position = self.stream.state_dict()
+        self._batches = Prefetcher(self.stream.drawn(), self._prepare, self.settings.train.prefetch_batches)
         state = restored.state if restored is not None else {}
         if self.early_stopping is not None:
             self.early_stopping.load_state_dict(state.get("early_stopping"))
@@ -284,64 +341,73 @@ class PhaseTrainer:
                                self.seconds_per_step, self.progress)
         self._last_saved, self._last_heartbeat = self.step, self.clock()
         try:
-            with self._listening_for_stops():
+            with self._listening_for_stops(), self._watched():
                 while self.step < self.max_steps:
-                    result = self.train_step(next(self._batches))
-                    self.step += 1
-                    self.monitor.record(self.step, result)
-                    verdict = self._side_trips()
-                    code = self._stopped()
-                    if code is not None:
-                        return code
-                    if verdict is Verdict.STOP:
-                        return self._stop_early()
-                    self._checkpoint_or_heartbeat(now=verdict is Verdict.IMPROVED)
-                return self._finish()
+                    prepared = self.next_batch()
+                    with self._state_lock:
+                        result = self.train_step(prepared.batches)
+                        self._position = prepared.position.as_dict()
+                        self.step += 1
+                        self.monitor.record(self.step, result)
+                        verdict = self._side_trips()
+                        code = self._stopped()
+                        if code is not None:
+                            return code
+                        if verdict is Verdict.STOP:
+                            return self._stop_early()
+                        self._checkpoint_or_heartbeat(now=verdict is Verdict.IMPROVED)
+                        self._progressed()
+                with self._state_lock:
+                    return self._finish()
         except Fenced as exc:
             log.error("%s", exc)
             return exit_codes.FENCED
         finally:
             self.monitor.close()
 
-    def train_step(self, samples: list[ShardSample]) -> StepResult:
-        """One optimizer step: forward and backward each micro-batch, clip, update, schedule."""
+    def next_batch(self) -> Prepared:
+        """The next step's micro-batches, built ahead on the prefetch thread (or now, with prefetch off)."""
+        return next(self._batches)
+
+    def train_step(self, batches: list[Batch]) -> StepResult:
+        """One optimizer step on a step's built micro-batches: forward and backward each, clip, update,
+        schedule."""
         started = time.perf_counter()
-        parts, frames = self.accumulate_gradients(samples)
+        parts, rows, frames = self.accumulate_gradients(batches)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.train.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(parts, grad_norm, self.scheduler.get_last_lr()[0], len(samples), frames,
+        return StepResult(parts, grad_norm, self.scheduler.get_last_lr()[0], rows, frames,
                           time.perf_counter() - started)
 
-    def accumulate_gradients(self, samples: list[ShardSample]) -> tuple[LossParts, int]:
-        """The gradient of the whole batch's loss, in `.grad`, built a micro-batch at a time; the
-        batch's loss parts and its target frames.
+    def accumulate_gradients(self, batches: list[Batch]) -> tuple[LossParts, int, int]:
+        """The gradient of the whole batch's loss, in `.grad`, a built micro-batch at a time; the
+        batch's loss parts, its rows and its target frames.
 
         The loss divides by the batch's target positions (trainer/loss.py), so micro-batch i's loss,
         divided by its own n_i, is scaled by n_i / sum(n): the summed gradients are then those of
         the whole batch in one pass, up to float rounding and padding. (With
         depth_decoder_frame_ratio < 1 the depth term's random frame subset is drawn per micro-batch.)
+        One micro-batch is the plain step, unscaled.
         """
-        contexts = self._contexts(samples)  # drawn for the whole batch: the same draws for any split
-        chunks, start = [], 0
-        for chunk in micro_batches(samples, self.micro_batch_size, self.settings.train.frame_budget):
-            chunks.append(build_batch(chunk, self.tokenizer, self.model.config, self.speaker_index,
-                                      self.plan.particle_weight, self.plan.switch_weight,
-                                      contexts=contexts[start : start + len(chunk)]))
-            start += len(chunk)
-        positions = [_target_positions(batch) for batch in chunks]
+        # Counted on the host copies: reading them back from the device would wait for it.
+        positions = [_target_positions(batch) for batch in batches] if len(batches) > 1 else [1]
         total = max(sum(positions), 1)
         scaled: list[LossParts] = []
-        for i, (batch, n) in enumerate(zip(chunks, positions, strict=True), 1):
+        for i, (batch, n) in enumerate(zip(batches, positions, strict=True), 1):
+            batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                parts = weighted_csm_loss(self.model, batch.to(self.device),
-                                          self.settings.train.depth_decoder_frame_ratio)
-            share = n / total
-            (parts.loss * share if len(chunks) > 1 else parts.loss).backward()
-            scaled.append(_scaled(parts, share))
+                parts = weighted_csm_loss(self.model, batch, self.settings.train.depth_decoder_frame_ratio)
+            if len(batches) == 1:
+                parts.loss.backward()
+                scaled.append(parts)
+            else:
+                share = n / total
+                (parts.loss * share).backward()
+                scaled.append(_scaled(parts, share))
             self._fault_after_micro_batch(i)
-        return _summed(scaled), sum(batch.num_frames for batch in chunks)
+        return _summed(scaled), sum(b.rows for b in batches), sum(b.num_frames for b in batches)
 
     def _fault_after_micro_batch(self, index: int) -> None:
         faults = self.settings.faults
@@ -408,6 +474,35 @@ class PhaseTrainer:
         log.warning("%s %s, published at %s", self.scope, message, self.adapter_uri)
         return exit_codes.FINISHED
 
+    def _progressed(self) -> None:
+        """A step finished: remember where the data stands (the prefetcher runs ahead of the
+        stream's own position) and tell the watchdog."""
+        self._loader_state = self._position
+        self.watchdog.progress()
+
+    @contextmanager
+    def _watched(self) -> Iterator[None]:
+        self.watchdog.start()
+        try:
+            yield
+        finally:
+            self.watchdog.close()
+
+    def _emergency_checkpoint(self) -> None:
+        """Called by the watchdog from its own thread while the loop is stuck. Between steps (waiting
+        for data) the state is whole: save it, and keep the lock so the loop cannot move on. Inside
+        a step or a write it is not: save only the spend."""
+        if not self._state_lock.acquire(blocking=False):
+            log.error("stalled inside a step or a write: no consistent state to checkpoint")
+            self.budget.write_ledger(self.run, self.step, self.startup_s)
+            return
+        if self._loader_state is None or self._last_saved == self.step:
+            self.budget.write_ledger(self.run, self.step, self.startup_s)
+            return
+        # No scoring: the loop is stuck and scoring would run the model from this thread.
+        uri = self.save_checkpoint(score=False, loader_state=self._loader_state)
+        log.warning("emergency checkpoint %s at step %d", uri, self.step)
+
     def _finish(self) -> int:
         if self._last_saved != self.step:
             self.save_checkpoint(final=True)
@@ -430,18 +525,6 @@ class PhaseTrainer:
             if poller is not None:
                 poller.close()
             self.stop.restore_signal_handlers()
-
-    def _contexts(self, samples: list[ShardSample]) -> list[ShardSample | None]:
-        """A reference clip of the same speaker before some targets (voice-cloning-style turns)."""
-        share = self.settings.train.context_share
-        if share == 0:
-            return [None] * len(samples)
-        contexts: list[ShardSample | None] = []
-        for i, sample in enumerate(samples):
-            others = [o for j, o in enumerate(samples) if j != i and o.speaker_id == sample.speaker_id]
-            use = others and torch.rand(()).item() < share
-            contexts.append(others[int(torch.randint(len(others), ()).item())] if use else None)
-        return contexts
 
     # -- evaluation ----------------------------------------------------------------------------
     @contextmanager
@@ -510,7 +593,8 @@ class PhaseTrainer:
             return validation_mcd(self.model, self.tokenizer, clips, self.speaker_index,
                                   self.settings.evaluation.max_seconds, self.settings.seed)
 
-    def save_checkpoint(self, final: bool = False, score: bool = True) -> str:
+    def save_checkpoint(self, final: bool = False, score: bool = True,
+                        loader_state: dict[str, Any] | None = None) -> str:
         value = self.checkpoint_score() if score else None
         local = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self.workdir))
         try:
@@ -524,7 +608,7 @@ class PhaseTrainer:
                 "speaker": self.speaker,
                 "seed": self.settings.seed,
                 "max_steps": self.max_steps,
-                "loader": self.stream.state_dict(),
+                "loader": loader_state or self._position,
                 "spent_usd": self.budget.spent,
                 "seconds_per_step": self.monitor.seconds_per_step if self.monitor else self.seconds_per_step,
                 "wandb_run_id": self.logger.run_id,
@@ -587,6 +671,8 @@ class PhaseTrainer:
     def cleanup(self) -> None:
         if hasattr(self, "logger"):
             self.logger.close(sync=False)  # events after the last checkpoint: its resumption logs them
+        if hasattr(self, "_batches"):
+            self._batches.close()
         if hasattr(self, "stream"):
             self.stream.close()
         if hasattr(self, "workdir"):

@@ -13,6 +13,7 @@ import functools
 import re
 import unicodedata
 
+from preprocess.text.abbreviations import expand_abbreviations
 from preprocess.text.chat import english_form, malay_form
 
 MS_UNITS = ["kosong", "satu", "dua", "tiga", "empat", "lima", "enam", "tujuh", "lapan", "sembilan"]
@@ -44,6 +45,12 @@ _EN_ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
 # budak2, hbs2: a word (or a short form) with a vowel or two consonants at least; "ss2" is a place.
 _REDUP = re.compile(r"\b(?=[A-Za-z]*[AEIOUaeiou])([A-Za-z]{2,})2\b")
 _DOTTED = re.compile(r"\b\d+(?:\.\d+){2,}\b")
+# Telephone numbers (+60 12-345 6789, 03-1234 5678) and codes with a leading zero (007) are read
+# digit by digit, as people say them, never as one large number.
+_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s-]?\d{1,3}|\(?0\d{1,2}\)?)(?:[\s-]?\d{3,4}){1,2}\b")
+_LEADING_ZERO = re.compile(r"(?<![\d.,])\b0\d+\b(?![.,]\d)")
+_DIGIT_WORDS = {"ms": "kosong satu dua tiga empat lima enam tujuh lapan sembilan".split(),
+                "en": "zero one two three four five six seven eight nine".split()}
 _NUMBER = re.compile(r"\b\d{1,3}(?:,\d{3})+(?:\.\d+)?\b|\b\d+(?:\.\d+)?\b")
 
 
@@ -152,6 +159,12 @@ def _spell_address(text: str, lang: str) -> str:
     return " ".join(text.split())
 
 
+def _digits(text: str, lang: str) -> str:
+    """Each digit said on its own; "+" as "plus"; groups kept apart by a space."""
+    words = ["plus" if ch == "+" else _DIGIT_WORDS[lang][int(ch)] for ch in text if ch.isdigit() or ch == "+"]
+    return " ".join(words)
+
+
 def clean_unicode(text: str) -> str:
     """NFC, control characters (tabs, stray bytes' replacements aside) as spaces, single spaces."""
     if not (text.isascii() and text.isprintable()):  # the common case needs neither pass
@@ -163,10 +176,13 @@ def clean_unicode(text: str) -> str:
 def normalize(text: str, lang: str = "ms") -> str:
     """The spoken form of `text` in matrix language `lang` ("ms" or "en")."""
     lang = "ms" if lang == "ms" else "en"
-    text = " ".join(_short_form(token) for token in _EMOJI.sub(" ", clean_unicode(text)).split())
+    text = expand_abbreviations(_EMOJI.sub(" ", clean_unicode(text)), lang)
+    text = " ".join(_short_form(token) for token in text.split())
     text = _URL.sub(lambda m: _spell_address(m.group(0), lang), text)
     text = _EMAIL.sub(lambda m: _spell_address(m.group(0), lang), text)
     text = _DATE.sub(lambda m: _date(m, lang), text)
+    text = _PHONE.sub(lambda m: _digits(m.group(0), lang), text)
+    text = _LEADING_ZERO.sub(lambda m: _digits(m.group(0), lang), text)
     text = _HB.sub(lambda m: f"{ms_number(int(m.group(1)))} haribulan", text)
     text = _YEAR_AFTER_MONTH.sub(lambda m: f"{m.group(1)} {year(int(m.group(2)), lang)}", text)
     text = _MONEY.sub(lambda m: _money(m, lang), text)
