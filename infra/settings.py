@@ -51,25 +51,56 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class EarlyStopping(_Strict):
+    """Stop a phase when a validation figure has not improved for `patience_steps` steps; the phase
+    then publishes its best checkpoint (by that figure) as its adapter."""
+
+    # A figure validation produces (logged under this name): val/loss (the mean of the categories),
+    # val/single_language, val/code_switched, val/particle, or val/mcd.
+    metric: str = "val/loss"
+    patience_steps: int = Field(gt=0)
+    mode: Literal["min", "max"] = "min"  # min: lower is better (a loss, MCD)
+
+
 class PhasePlan(_Strict):
     """One progressive fine-tuning phase (values from the seed's phase plan)."""
 
     lr: float = Field(gt=0)
     max_steps: int = Field(gt=0)
     warmup_steps: int = Field(ge=0)
+    # The effective batch of one optimizer step; with accumulation k, k micro-batches of
+    # batch_size / k samples each are forwarded in turn and their gradients summed.
     batch_size: int = Field(default=4, gt=0)
+    gradient_accumulation_steps: int = Field(default=1, gt=0)
     # Loss weight of frames inside a particle word / near a language switch (the seed's emphasis).
     particle_weight: float = Field(default=1.0, ge=0)
     switch_weight: float = Field(default=1.0, ge=0)
     # Share of each batch drawn from earlier phases' training data (0 = none).
     replay_share: float = Field(default=0.0, ge=0, lt=1)
     max_cost_usd: float | None = Field(default=None, gt=0)
+    early_stopping: EarlyStopping | None = None  # None: train to max_steps
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> PhasePlan:
         if self.warmup_steps >= self.max_steps:
             raise ValueError(f"warmup_steps {self.warmup_steps} must be < max_steps {self.max_steps}")
         return self
+
+    @model_validator(mode="after")
+    def _micro_batches_fit(self) -> PhasePlan:
+        k = self.gradient_accumulation_steps
+        if self.batch_size % k:
+            fits = [d for d in range(1, self.batch_size + 1) if self.batch_size % d == 0]
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by gradient_accumulation_steps {k}: batch_size "
+                f"is the effective batch and each micro-batch holds batch_size / gradient_accumulation_steps "
+                f"samples; use an accumulation that divides it ({', '.join(map(str, fits))}) or a batch_size "
+                f"that is a multiple of {k}")
+        return self
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.batch_size // self.gradient_accumulation_steps
 
 
 class LoraSettings(_Strict):
@@ -103,10 +134,12 @@ class BudgetSettings(_Strict):
 class LoggingSettings(_Strict):
     wandb_project: str = "suara"
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
-    val_every: int = Field(default=200, ge=0)  # 0 = never
+    val_every: int = Field(default=200, ge=0)  # 0 = never (early stopping needs it)
     val_batches: int = Field(default=4, gt=0)
     audio_every: int = Field(default=0, ge=0)  # 0 = never; generating audio costs seconds
     audio_max_seconds: float = Field(default=4.0, gt=0)
+    # TensorBoard event files beside W&B, kept in the run's store under tensorboard/<scope>/.
+    tensorboard: bool = True
 
 
 class StorageSettings(_Strict):
@@ -138,6 +171,15 @@ class EvaluationSettings(_Strict):
     after_phase: bool = False
     # Clips used to score a checkpoint when train.best_metric is mcd.
     mcd_clips: int = Field(default=4, gt=0)
+
+
+class FaultSettings(_Strict):
+    """Fault injection for chaos tests: the trainer kills itself with SIGKILL at an exact point of
+    its progress (after micro-batch `sigkill_after_micro_batch` of step `sigkill_at_step`), so a
+    test can interrupt it mid-accumulation on any machine, however fast or loaded."""
+
+    sigkill_at_step: int | None = Field(default=None, gt=0)
+    sigkill_after_micro_batch: int = Field(default=1, gt=0)
 
 
 class PreemptionSettings(_Strict):
@@ -284,6 +326,7 @@ class Settings(BaseSettings):
     preemption: PreemptionSettings = Field(default_factory=PreemptionSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    faults: FaultSettings = Field(default_factory=FaultSettings)
 
     @field_validator("store")
     @classmethod
@@ -311,6 +354,15 @@ class Settings(BaseSettings):
         problem = pairing_error(self.model, self.codec)
         if problem:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _early_stopping_has_validation(self) -> Settings:
+        stopping = [str(p) for p, plan in sorted(self.train.phases.items()) if plan.early_stopping is not None]
+        if stopping and self.logging.val_every == 0:
+            raise ValueError(
+                f"early stopping (train.phases.{stopping[0]}.early_stopping) watches a validation figure, but "
+                "logging.val_every is 0 (no validation); set SUARA_LOGGING__VAL_EVERY to a step interval")
         return self
 
     @property

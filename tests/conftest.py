@@ -58,8 +58,8 @@ def make_settings(tmp_path, cache_dir):
         # Best-checkpoint scoring (validation at every checkpoint) is off unless a test is about it.
         train = _deep_merge({"phases": tiny_plan(steps), "checkpoint_every": 4, "keep_best_checkpoints": 0},
                             overrides.pop("train", {}))
-        # W&B is off unless a test is about logging: it costs seconds per trainer.
-        logging = {"wandb_mode": "disabled", "val_every": 0, **overrides.pop("logging", {})}
+        # W&B and TensorBoard are off unless a test is about logging: they cost seconds per trainer.
+        logging = {"wandb_mode": "disabled", "tensorboard": False, "val_every": 0, **overrides.pop("logging", {})}
         return load_settings(
             store=store or f"file://{tmp_path / 'store'}", s3_endpoint_url=s3_endpoint_url,
             cache_dir=cache_dir, run_id=overrides.pop("run_id", "test"), train=train, logging=logging,
@@ -94,8 +94,12 @@ def subprocess_env(settings, **extra: str) -> dict[str, str]:
     })
     for phase, plan in settings.train.phases.items():
         for key, value in plan.model_dump().items():
-            if value is not None:
+            if isinstance(value, dict):  # early_stopping: one variable per field
+                env.update({f"SUARA_TRAIN__PHASES__{phase}__{key.upper()}__{k.upper()}": str(v)
+                            for k, v in value.items()})
+            elif value is not None:
                 env[f"SUARA_TRAIN__PHASES__{phase}__{key.upper()}"] = str(value)
+    env["SUARA_LOGGING__TENSORBOARD"] = str(settings.logging.tensorboard)
     if settings.s3_endpoint_url:
         env["SUARA_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
     env.update(extra)

@@ -195,10 +195,10 @@ def bench_settings(store: str, s3_endpoint: str | None, cache_dir: Path, **overr
 def steps_per_second(trainer, steps: int, warmup: int = 2) -> tuple[float, float]:
     """(samples/s, seconds/step) of the trainer's own loop body: next prefetched batch, step."""
     for _ in range(warmup):
-        trainer.train_step(trainer.next_batch().batch)
+        trainer.train_step(trainer.next_batch().batches)
     samples, started = 0, time.perf_counter()
     for _ in range(steps):
-        samples += trainer.train_step(trainer.next_batch().batch).samples
+        samples += trainer.train_step(trainer.next_batch().batches).samples
     seconds = time.perf_counter() - started
     return samples / seconds, seconds / steps
 

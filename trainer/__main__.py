@@ -3,6 +3,7 @@
     python -m trainer train --phase 1 [--max-steps S] [--checkpoint-every K]
     python -m trainer adapters
     python -m trainer pull --phase 3 --to ./adapters/phase3
+    python -m trainer pull-logs --to ./tb && tensorboard --logdir ./tb    # every phase's curves
     python -m trainer synth --phase 3 --text "Okay lah, I go now." --out hello.wav
     python -m trainer synth --phase 3 --batch lines.jsonl --out ./speech/
     python -m trainer export --phase 3 --to ./suara-phase3
@@ -50,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--to", type=Path, required=True, help="local folder to write the adapter to")
     pull.add_argument("--best", type=int, nargs="?", const=1, metavar="RANK",
                       help="the best checkpoint by train.best_metric (or the RANK-th best), not the final adapter")
+
+    logs = sub.add_parser("pull-logs", help="download the run's TensorBoard events (every phase) for "
+                                            "`tensorboard --logdir`")
+    logs.add_argument("--to", type=Path, required=True, help="local folder to write them to")
 
     smoke = sub.add_parser("smoke", help="prove a setup end to end: upload, preprocess, train, preempt, resume, "
                                          "pull (trainer/smoke.py)")
@@ -135,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             return _adapters(settings)
         if args.command == "pull":
             return _pull(settings, args)
+        if args.command == "pull-logs":
+            return _pull_logs(settings, args)
         if args.command == "export":
             return _export(settings, args)
         if args.command == "serve":
@@ -257,6 +264,15 @@ def _pull(settings, args) -> int:
               "(e.g. at a budget cap)", file=sys.stderr)
     print(f"adapter phase {args.phase} ({manifest['steps']} steps, {len(manifest['objects'])} files verified) "
           f"in {args.to}")
+    return 0
+
+
+def _pull_logs(settings, args) -> int:
+    from infra.storage import Store
+    from trainer.tensorboard import pull_events
+
+    scopes = pull_events(Store.for_run(settings), args.to)
+    print(f"TensorBoard events of {', '.join(scopes)} in {args.to}; view: tensorboard --logdir {args.to}")
     return 0
 
 

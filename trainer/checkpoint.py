@@ -15,6 +15,8 @@ Resume starts from the pointer's checkpoint and falls back to the newest other o
 Objects are never overwritten in place: each step gets a new zero-padded prefix. The last N
 checkpoints are kept, plus the scope's final one (`final.json` names it) and the best K
 (`best.json`: metric, and step + value of each, best first).
+A checkpoint can also be pinned by name (`early_stopping.json`: the best step so far by the
+early-stopping figure, which the phase may publish when it stops); pruning keeps pinned ones too.
 A phase's final adapter is published the same way under `adapters/phase<N>[/<speaker>]/`; its
 manifest says `complete: false` when the run stopped before its last step (a budget cap).
 Pulling one to a local folder is atomic: the files go to a staging folder beside the target and
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 STEP_PREFIX = "step_"
 BEST = "best.json"
+EARLY_STOPPING_PIN = "early_stopping.json"
+PINS = (EARLY_STOPPING_PIN,)
 
 
 class CheckpointError(RuntimeError):
@@ -128,6 +132,25 @@ class Checkpoints:
         self._prune(keep=step)
         return self.run.uri(prefix)
 
+    def pin(self, step: int, name: str) -> None:
+        """Keep checkpoint `step` past pruning under the pointer `name` (one of PINS), replacing the
+        step it pinned before (which then ages out like any other)."""
+        if name not in PINS:
+            raise ValueError(f"unknown checkpoint pin {name!r}; known: {', '.join(PINS)}")
+        self.run.put_json(f"{self.prefix}/{name}", {"step": step})
+
+    def fetch_weights(self, step: int, local: Path) -> None:
+        """Download and verify checkpoint `step`, and put its weights (a peft adapter, or a full
+        model) in `local`. Raises CheckpointError."""
+        with tempfile.TemporaryDirectory(prefix="weights-") as tmp:
+            download_verified(self.run, f"{self.prefix}/{step_name(step)}", Path(tmp))
+            local.mkdir(parents=True, exist_ok=True)
+            for path in sorted((Path(tmp) / "weights").rglob("*")):
+                if path.is_file():
+                    target = local / path.relative_to(Path(tmp) / "weights")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, target)
+
     def mark_final(self, step: int) -> None:
         """Keep checkpoint `step` past pruning as the scope's final one."""
         self.run.put_json(f"{self.prefix}/final.json", {"step": step})
@@ -169,6 +192,7 @@ class Checkpoints:
     def _prune(self, keep: int) -> None:
         steps = self.steps()
         protected = {self._pointer("final.json"), keep, *steps[-self.keep_last :]} | {e["step"] for e in self.best()}
+        protected |= {self._pointer(name) for name in PINS}
         for old in steps:
             if old not in protected:
                 self.run.delete(f"{self.prefix}/{step_name(old)}")

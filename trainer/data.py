@@ -17,7 +17,9 @@ would have seen. On top of it:
   resume and the same whichever thread draws them; a context that would break the budget is skipped;
 - prefetch: `Prefetcher` turns drawn batches into model inputs on a background thread, ahead of the
   step. Each item carries its own position, and the trainer saves the position of the last batch it
-  trained on, so running ahead never changes what a resumed run sees.
+  trained on, so running ahead never changes what a resumed run sees;
+- micro-batches: with gradient accumulation a step's batch is cut by `micro_batches` into forward
+  passes that each fit the budget (the stream draws the step's batch under budget x accumulation).
 """
 
 from __future__ import annotations
@@ -216,6 +218,29 @@ def first_samples(run: Store, prefix: str, count: int, cache_dir: Path) -> list[
             return [ShardSample.from_columns(dataset[i]) for i in range(min(count, len(dataset)))]
     finally:
         shutil.rmtree(local, ignore_errors=True)
+
+
+def micro_batches(rows: list[T], size: int, frame_budget: int | None,
+                  length: Callable[[T], int] = target_frames) -> list[list[T]]:
+    """Cut one optimizer step's batch, in its order (the stream's batches run shortest first, so
+    neighbours pad alike), into micro-batches of <= `size` rows whose padded size (rows x longest
+    `length`, the measure the stream's budget uses) fits `frame_budget`; a row longer than the
+    budget forms its own micro-batch. A batch the stream cut under the same budget and size stays
+    whole: without accumulation, the step's batch is the one drawn."""
+    out: list[list[T]] = []
+    current: list[T] = []
+    longest = 0
+    for row in rows:
+        positions = length(row) if frame_budget is not None else 0
+        too_long = frame_budget is not None and current and (len(current) + 1) * max(longest, positions) > frame_budget
+        if current and (len(current) >= size or too_long):
+            out.append(current)
+            current, longest = [], 0
+        current.append(row)
+        longest = max(longest, positions)
+    if current:
+        out.append(current)
+    return out
 
 
 class Prefetcher(Generic[T, U]):

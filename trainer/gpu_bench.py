@@ -140,7 +140,7 @@ def measure(base: dict[str, Any], config: Config, steps: int, warmup: int = 2) -
         trainer.setup()
         cuda = trainer.device.type == "cuda"
         for _ in range(warmup):
-            trainer.train_step(trainer.next_batch().batch)
+            trainer.train_step(trainer.next_batch().batches)
         _sync()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -148,14 +148,15 @@ def measure(base: dict[str, Any], config: Config, steps: int, warmup: int = 2) -
         flops = 0.0
         started = time.perf_counter()
         for _ in range(steps):
-            batch = trainer.next_batch().batch
-            targets = int((batch.labels[:, 1:, 0] != IGNORE).sum())
-            depth = max(1, round(targets * config.depth_ratio)) if config.depth_ratio < 1 else targets
-            flops += batch_flops(trainer.model.config, tuple(batch.input_ids.shape), depth, config.mode, config.r,
-                                 tuple(settings.train.lora.target_modules), config.checkpointing).total
-            result = trainer.train_step(batch)
+            batches = trainer.next_batch().batches  # one per micro-batch: a forward pass each
+            for batch in batches:
+                targets = int((batch.labels[:, 1:, 0] != IGNORE).sum())
+                depth = max(1, round(targets * config.depth_ratio)) if config.depth_ratio < 1 else targets
+                flops += batch_flops(trainer.model.config, tuple(batch.input_ids.shape), depth, config.mode,
+                                     config.r, tuple(settings.train.lora.target_modules), config.checkpointing).total
+                tokens += int(batch.attention_mask.sum())
+            result = trainer.train_step(batches)
             rows, frames = rows + result.samples, frames + result.frames
-            tokens += int(batch.attention_mask.sum())
         _sync()
         seconds = time.perf_counter() - started
         device_name = torch.cuda.get_device_name(0) if cuda else "cpu"

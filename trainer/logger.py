@@ -1,5 +1,6 @@
 """Weights & Biases logging: online when asked for (logging.wandb_mode, `online` in the task files)
-and WANDB_API_KEY is set, offline otherwise; one run id per training scope for life.
+and WANDB_API_KEY is set, offline otherwise; one run id per training scope for life; and the same
+figures as TensorBoard events in the run's store (trainer/tensorboard.py).
 
 The run id is stored in every checkpoint, so a resumed phase appends to the same W&B run. An
 offline run's files are uploaded to the store (`runs/<run_id>/wandb/<scope>/`) when the logger
@@ -31,6 +32,11 @@ class RunLogger:
         mode = settings.logging.wandb_mode
         self.run = None
         self.upload_to, self.scope = upload_to, scope
+        self.events = None
+        if settings.logging.tensorboard:
+            from trainer.tensorboard import EventLog
+
+            self.events = EventLog(Store.for_run(settings), scope)
         if mode == "disabled":
             # Importing W&B costs seconds of start-up (instance time after every preemption).
             self.run_id = run_id or secrets.token_hex(4)
@@ -66,18 +72,44 @@ class RunLogger:
     def log(self, step: int, values: dict[str, float]) -> None:
         if self.run is not None:
             self.run.log(values, step=step)
+        if self.events is not None:
+            self.events.scalars(step, values)
+
+    def note(self, step: int, tag: str, text: str, summary: dict[str, float | int] | None = None) -> None:
+        """An event worth a sentence (early stopping): TensorBoard text, and the W&B run's summary."""
+        if self.events is not None:
+            self.events.note(step, tag, text)
+        if self.run is not None:
+            self.run.summary[tag] = text
+            for key, value in (summary or {}).items():
+                self.run.summary[key] = value
 
     def log_audio(self, step: int, clips: dict[str, np.ndarray], sample_rate: int) -> None:
+        if self.events is not None:
+            self.events.audio(step, clips, sample_rate)
         if self.run is not None:
             self.run.log({f"audio/{name}": self._wandb.Audio(audio, sample_rate=sample_rate)
                           for name, audio in clips.items()}, step=step)
 
     def log_figures(self, step: int, figures: dict[str, object]) -> None:
         """Matplotlib figures as W&B images (the evaluation report's plots)."""
+        if self.events is not None:
+            self.events.figures(step, figures)
         if self.run is not None:
             self.run.log({name: self._wandb.Image(fig) for name, fig in figures.items()}, step=step)
 
-    def close(self) -> None:
+    def sync(self) -> None:
+        """Copy the TensorBoard events so far to the store (the trainer calls it at each checkpoint)."""
+        if self.events is not None:
+            self.events.sync()
+
+    def close(self, sync: bool = True) -> None:
+        """`sync=False`: drop events logged since the last sync (a trainer's steps after its last
+        checkpoint, which the attempt that resumes from it will log again)."""
+        if self.events is not None:
+            if sync:
+                self.events.sync()
+            self.events.close(sync=False)
         if self.run is None:
             return
         run_dir = Path(self.run.dir).parent  # .../wandb/offline-run-<time>-<id>

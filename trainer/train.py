@@ -6,8 +6,13 @@
     trainer.cleanup()
 
 The same command starts or resumes a phase: setup() restores the newest complete checkpoint of
-the scope (weights, optimizer, scheduler, RNG states, data position, step, spend, W&B run id), so
-a resumed run ends with the same adapter as an uninterrupted one.
+the scope (weights, optimizer, scheduler, RNG states, data position, step, spend, W&B run id,
+early-stopping progress), so a resumed run ends with the same adapter as an uninterrupted one.
+
+A step is one optimizer step over the phase's `batch_size` samples, forwarded as
+`gradient_accumulation_steps` micro-batches whose gradients add up to the whole batch's. Everything
+else (logging, validation, checkpoints, budget checks, preemption stops) happens between steps,
+never between micro-batches: a checkpoint never holds half-accumulated gradients.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import random
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -34,11 +41,20 @@ from infra.storage import Store
 from preprocess.shards import ShardSample, dataset_prefix, read_data_manifest
 from trainer import exit_codes
 from trainer.budget import BudgetGuard, read_ledger
-from trainer.checkpoint import Checkpoints, Restored, fetch_adapter, is_incomplete, publish_adapter
-from trainer.data import Drawn, Position, Prefetcher, ShardStream, first_samples
+from trainer.checkpoint import (
+    EARLY_STOPPING_PIN,
+    CheckpointError,
+    Checkpoints,
+    Restored,
+    fetch_adapter,
+    is_incomplete,
+    publish_adapter,
+)
+from trainer.data import Drawn, Position, Prefetcher, ShardStream, first_samples, micro_batches
+from trainer.early_stopping import EarlyStopping, Verdict
 from trainer.fence import Fence, Fenced
 from trainer.logger import RunLogger
-from trainer.loss import Batch, build_batch, csm_parts, turn_ids, weighted_csm_loss
+from trainer.loss import IGNORE, Batch, LossParts, build_batch, csm_parts, turn_ids, weighted_csm_loss
 from trainer.model import (
     backend,
     base_model_source,
@@ -55,6 +71,8 @@ from trainer.watchdog import Watchdog
 log = logging.getLogger(__name__)
 # Validation categories: (name, dataset phase, which frames count); see trainer/validation.py.
 VAL_CATEGORIES = tuple((c.name, c.phase, c.frames) for c in CATEGORIES)
+# What a validation logs, and what early stopping can watch: val/loss is the categories' mean.
+VALIDATION_FIGURES = ("val/loss", *(f"val/{name}" for name, _, _ in VAL_CATEGORIES), "val/mcd")
 # Fixed prompts for audio samples: Malay, English, code-switched, and each common particle.
 AUDIO_PROMPTS = {
     "malay": "Selamat pagi, apa khabar hari ini?",
@@ -66,9 +84,10 @@ AUDIO_PROMPTS = {
 
 @dataclass
 class Prepared:
-    """A batch built ahead of its step, and where the data stream stands once it is trained on."""
+    """A step's batch built ahead of it, one `Batch` per micro-batch (a single one without gradient
+    accumulation), and where the data stream stands once it is trained on."""
 
-    batch: Batch
+    batches: list[Batch]
     position: Position
 
 
@@ -96,6 +115,13 @@ class PhaseTrainer:
         self.started_at = started_at  # process start: model loading is paid for too
         self.allow_incomplete = allow_incomplete  # may start from a previous phase that stopped early
         self.scope = f"phase{phase}" + (f"/{speaker}" if speaker else "")
+        self.micro_batch_size = self.plan.micro_batch_size
+        self.early_stopping = EarlyStopping.from_settings(self.plan.early_stopping) \
+            if self.plan.early_stopping else None
+        if self.early_stopping and self.early_stopping.metric not in VALIDATION_FIGURES:
+            raise ValueError(
+                f"train.phases.{phase}.early_stopping.metric {self.early_stopping.metric!r} is not a figure "
+                f"validation produces; use one of {', '.join(VALIDATION_FIGURES)}")
         self.step = 0
         self.stop = StopRequest()
         self.adapter_uri: str | None = None
@@ -135,6 +161,7 @@ class PhaseTrainer:
         self._open_budget(state)
         self.logger = RunLogger(self.settings, self.scope, state.get("wandb_run_id"), upload_to=self.run.child("wandb"))
         self.validation = self._load_validation()
+        self._check_early_stopping_data()
 
     def _open_run(self) -> None:
         self.run = Store.for_run(self.settings)
@@ -194,9 +221,11 @@ class PhaseTrainer:
         # Batches are drawn and built on the prefetch thread, with a tokenizer of its own (a fast
         # tokenizer is not meant to be shared between threads).
         self._data_tokenizer = copy.deepcopy(self.tokenizer) if s.train.prefetch_batches else self.tokenizer
+        # frame_budget bounds one forward pass (a micro-batch); a step's batch holds k of them.
+        budget = s.train.frame_budget and s.train.frame_budget * self.plan.gradient_accumulation_steps
         self.stream = ShardStream(self.run, self._streams(), self.plan.batch_size, s.seed + self.phase,
                                   s.cache_dir / "streaming", window_batches=s.train.bucket_window_batches,
-                                  frame_budget=s.train.frame_budget, length=self._row_length,
+                                  frame_budget=budget, length=self._row_length,
                                   context_share=s.train.context_share)
 
     def _row_length(self, sample: ShardSample) -> int:
@@ -205,10 +234,21 @@ class PhaseTrainer:
         return len(turn_ids(self._data_tokenizer, self.model.config, speaker, sample.normalized)) + sample.frames + 1
 
     def _prepare(self, drawn: Drawn) -> Prepared:
-        """A drawn batch as model inputs on the host (pinned on CUDA, for an asynchronous copy)."""
-        batch = build_batch(drawn.samples, self._data_tokenizer, self.model.config, self.speaker_index,
-                            self.plan.particle_weight, self.plan.switch_weight, contexts=drawn.contexts)
-        return Prepared(batch.pin_memory() if self.device.type == "cuda" else batch, drawn.position)
+        """A drawn batch as model inputs on the host (pinned on CUDA, for an asynchronous copy): one
+        built batch per micro-batch of <= micro_batch_size rows within frame_budget, in the drawn
+        order. The contexts were drawn for the whole batch, so any split trains on the same rows."""
+        def row(pair: tuple[ShardSample, ShardSample | None]) -> int:  # a context turn lengthens its row
+            target, context = pair
+            return self._row_length(target) + (self._row_length(context) if context is not None else 0)
+
+        batches = []
+        rows = list(zip(drawn.samples, drawn.contexts, strict=True))
+        for chunk in micro_batches(rows, self.micro_batch_size, self.settings.train.frame_budget, row):
+            batch = build_batch([target for target, _ in chunk], self._data_tokenizer, self.model.config,
+                                self.speaker_index, self.plan.particle_weight, self.plan.switch_weight,
+                                contexts=[context for _, context in chunk])
+            batches.append(batch.pin_memory() if self.device.type == "cuda" else batch)
+        return Prepared(batches, drawn.position)
 
     def _resume(self, restored: Restored | None) -> dict[str, Any]:
         """Restore the training state saved with the checkpoint; its state.json (empty when fresh)."""
@@ -224,6 +264,8 @@ class PhaseTrainer:
         self._position = self.stream.state_dict()
         self._batches = Prefetcher(self.stream.drawn(), self._prepare, self.settings.train.prefetch_batches)
         state = restored.state if restored is not None else {}
+        if self.early_stopping is not None:
+            self.early_stopping.load_state_dict(state.get("early_stopping"))
         self.seconds_per_step = state.get("seconds_per_step")
         return state
 
@@ -260,6 +302,16 @@ class PhaseTrainer:
         return {name: samples for name, phase, _ in VAL_CATEGORIES
                 if (samples := first_samples(self.run, dataset_prefix(phase, "val"), count, cache))}
 
+    def _check_early_stopping_data(self) -> None:
+        """Early stopping on a figure this run cannot produce would silently never stop."""
+        metric = self.early_stopping.metric if self.early_stopping else None
+        if metric is None or metric in ("val/loss", "val/mcd") and self.validation:
+            return
+        if metric.removeprefix("val/") not in self.validation:
+            raise ValueError(f"early stopping watches {metric}, but this run has no validation samples for it "
+                             f"(categories with data: {', '.join(self.validation) or 'none'}); pick another "
+                             f"train.phases.{self.phase}.early_stopping.metric")
+
     def _log_setting_changes(self, state: dict[str, Any]) -> None:
         then = state.get("settings", {}).get("train", {})
         now = self.settings.model_dump(mode="json")["train"]
@@ -269,6 +321,11 @@ class PhaseTrainer:
     # -- train ---------------------------------------------------------------------------------
     def train(self) -> int:
         """Train to the phase's last step, or until stopped; an exit code (trainer/exit_codes.py)."""
+        if self.early_stopping is not None and self.early_stopping.stopped_at is not None:
+            log.info("%s stopped early at step %d: %s", self.scope, self.early_stopping.stopped_at,
+                     self.early_stopping.summary())
+            self.publish_best()
+            return exit_codes.FINISHED
         if self.step >= self.max_steps:
             log.info("%s already trained to step %d", self.scope, self.step)
             self.publish()
@@ -288,15 +345,17 @@ class PhaseTrainer:
                 while self.step < self.max_steps:
                     prepared = self.next_batch()
                     with self._state_lock:
-                        result = self.train_step(prepared.batch)
+                        result = self.train_step(prepared.batches)
                         self._position = prepared.position.as_dict()
                         self.step += 1
                         self.monitor.record(self.step, result)
-                        self._side_trips()
+                        verdict = self._side_trips()
                         code = self._stopped()
                         if code is not None:
                             return code
-                        self._checkpoint_or_heartbeat()
+                        if verdict is Verdict.STOP:
+                            return self._stop_early()
+                        self._checkpoint_or_heartbeat(now=verdict is Verdict.IMPROVED)
                         self._progressed()
                 with self._state_lock:
                     return self._finish()
@@ -307,31 +366,71 @@ class PhaseTrainer:
             self.monitor.close()
 
     def next_batch(self) -> Prepared:
-        """The next batch, built ahead on the prefetch thread (or now, with prefetch off)."""
+        """The next step's micro-batches, built ahead on the prefetch thread (or now, with prefetch off)."""
         return next(self._batches)
 
-    def train_step(self, batch: Batch) -> StepResult:
-        """One optimizer step on a built batch: forward, weighted loss, backward, clip, update, schedule."""
+    def train_step(self, batches: list[Batch]) -> StepResult:
+        """One optimizer step on a step's built micro-batches: forward and backward each, clip, update,
+        schedule."""
         started = time.perf_counter()
-        batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            parts = weighted_csm_loss(self.model, batch, self.settings.train.depth_decoder_frame_ratio)
-        parts.loss.backward()
+        parts, rows, frames = self.accumulate_gradients(batches)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.train.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(parts, grad_norm, self.scheduler.get_last_lr()[0], batch.rows, batch.num_frames,
+        return StepResult(parts, grad_norm, self.scheduler.get_last_lr()[0], rows, frames,
                           time.perf_counter() - started)
 
-    def _side_trips(self) -> None:
-        """Validation and audio samples, when due."""
+    def accumulate_gradients(self, batches: list[Batch]) -> tuple[LossParts, int, int]:
+        """The gradient of the whole batch's loss, in `.grad`, a built micro-batch at a time; the
+        batch's loss parts, its rows and its target frames.
+
+        The loss divides by the batch's target positions (trainer/loss.py), so micro-batch i's loss,
+        divided by its own n_i, is scaled by n_i / sum(n): the summed gradients are then those of
+        the whole batch in one pass, up to float rounding and padding. (With
+        depth_decoder_frame_ratio < 1 the depth term's random frame subset is drawn per micro-batch.)
+        One micro-batch is the plain step, unscaled.
+        """
+        # Counted on the host copies: reading them back from the device would wait for it.
+        positions = [_target_positions(batch) for batch in batches] if len(batches) > 1 else [1]
+        total = max(sum(positions), 1)
+        scaled: list[LossParts] = []
+        for i, (batch, n) in enumerate(zip(batches, positions, strict=True), 1):
+            batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                parts = weighted_csm_loss(self.model, batch, self.settings.train.depth_decoder_frame_ratio)
+            if len(batches) == 1:
+                parts.loss.backward()
+                scaled.append(parts)
+            else:
+                share = n / total
+                (parts.loss * share).backward()
+                scaled.append(_scaled(parts, share))
+            self._fault_after_micro_batch(i)
+        return _summed(scaled), sum(b.rows for b in batches), sum(b.num_frames for b in batches)
+
+    def _fault_after_micro_batch(self, index: int) -> None:
+        faults = self.settings.faults
+        if faults.sigkill_at_step == self.step + 1 and faults.sigkill_after_micro_batch == index:
+            log.warning("fault injection: SIGKILL after micro-batch %d of step %d", index, self.step + 1)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _side_trips(self) -> Verdict | None:
+        """Validation (and early stopping's verdict on it) and audio samples, when due."""
         every = self.settings.logging
+        verdict = None
         if every.val_every and self.step % every.val_every == 0:
             self._validation_at = (self.step, self.validate())
-            self.logger.log(self.step, self._validation_at[1])
+            figures = _with_mean(self._validation_at[1])
+            if self.early_stopping is not None and self.early_stopping.metric == "val/mcd":
+                figures["val/mcd"] = self._validation_mcd()
+            figures = {k: v for k, v in figures.items() if v is not None}
+            self.logger.log(self.step, figures)
+            if self.early_stopping is not None:
+                verdict = self.early_stopping.observe(self.step, figures)
         if every.audio_every and self.step % every.audio_every == 0:
             self._log_audio()
+        return verdict
 
     def _stopped(self) -> int | None:
         """A preemption notice or an exhausted budget: checkpoint, say so, and the exit code."""
@@ -348,16 +447,32 @@ class PhaseTrainer:
             return exit_codes.BUDGET_EXHAUSTED
         return None
 
-    def _checkpoint_or_heartbeat(self) -> None:
-        """A checkpoint every `checkpoint_every` steps; between them, the ledger every `heartbeat_s`
-        so spend since the last checkpoint survives a preemption."""
-        if self.step % self.checkpoint_every == 0:
+    def _checkpoint_or_heartbeat(self, now: bool = False) -> None:
+        """A checkpoint every `checkpoint_every` steps (and `now`: a new best for early stopping);
+        between them, the ledger every `heartbeat_s` so spend since the last checkpoint survives a
+        preemption."""
+        if now or self.step % self.checkpoint_every == 0:
             self.save_checkpoint()
             self._last_saved, self._last_heartbeat = self.step, self.clock()
         elif self.clock() - self._last_heartbeat >= self.settings.budget.heartbeat_s:
             self.fence.check()
             self.budget.write_ledger(self.run, self.step, self.startup_s)
             self._last_heartbeat = self.clock()
+
+    def _stop_early(self) -> int:
+        """The watched figure stopped improving: checkpoint where training stopped (final, so a rerun
+        finds the phase done), publish the best step's checkpoint as the adapter, say so."""
+        stopping = self.early_stopping
+        message = (f"early stopping at step {self.step} of {self.max_steps}: {stopping.summary()}; "
+                   f"step {stopping.best_step}'s checkpoint is the phase's adapter")
+        self.logger.log(self.step, {"early_stopping/stopped_at": self.step, "early_stopping/best_step":
+                                    stopping.best_step, "early_stopping/best_value": stopping.best_value})
+        self.logger.note(self.step, "early_stopping", message,
+                         {"early_stopping/stopped_at": self.step, "early_stopping/best_step": stopping.best_step})
+        self.save_checkpoint(final=True, score=False)
+        self.publish_best()
+        log.warning("%s %s, published at %s", self.scope, message, self.adapter_uri)
+        return exit_codes.FINISHED
 
     def _progressed(self) -> None:
         """A step finished: remember where the data stands (the prefetcher runs ahead of the
@@ -434,7 +549,7 @@ class PhaseTrainer:
                 if not samples:
                     continue
                 loss = category_loss(self.model, self.tokenizer, samples, self.speaker_index, frames,
-                                     self.plan.batch_size, self.device)
+                                     self.micro_batch_size, self.device)
                 if loss is not None:
                     results[f"val/{name}"] = loss
         return results
@@ -464,15 +579,19 @@ class PhaseTrainer:
                 self.logger.log(self.step, results)
                 self._validation_at = (self.step, results)
             return float(np.mean(list(results.values()))) if results else None
+        mcd = self._validation_mcd()
+        if mcd is not None:
+            self.logger.log(self.step, {"val/mcd": mcd})
+        return mcd
+
+    def _validation_mcd(self) -> float | None:
+        """MCD of clips generated for validation samples (trainer/evaluate.py)."""
         from trainer.evaluate import validation_mcd
 
         clips = [s for samples in self.validation.values() for s in samples][: self.settings.evaluation.mcd_clips]
         with self._evaluating():
-            mcd = validation_mcd(self.model, self.tokenizer, clips, self.speaker_index,
-                                 self.settings.evaluation.max_seconds, self.settings.seed)
-        if mcd is not None:
-            self.logger.log(self.step, {"val/mcd": mcd})
-        return mcd
+            return validation_mcd(self.model, self.tokenizer, clips, self.speaker_index,
+                                  self.settings.evaluation.max_seconds, self.settings.seed)
 
     def save_checkpoint(self, final: bool = False, score: bool = True,
                         loader_state: dict[str, Any] | None = None) -> str:
@@ -496,10 +615,14 @@ class PhaseTrainer:
                 "fence_generation": self.fence.generation,
                 "settings": self.settings.model_dump(mode="json"),
                 "score": None if value is None else {"metric": self.settings.train.best_metric, "value": value},
+                "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
             }
             (local / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
             uri = self.checkpoints.save(self.step, local, fence=self.fence, final=final, score=value)
+            if self.early_stopping is not None and self.early_stopping.best_step == self.step:
+                self.checkpoints.pin(self.step, EARLY_STOPPING_PIN)  # kept past pruning: it may be published
             self.budget.write_ledger(self.run, self.step, self.startup_s)
+            self.logger.sync()  # TensorBoard events up to this checkpoint
             log.info("checkpoint %s", uri)
             return uri
         finally:
@@ -511,6 +634,27 @@ class PhaseTrainer:
         local = self.workdir / "final-adapter"
         shutil.rmtree(local, ignore_errors=True)
         self.model.save_pretrained(local)
+        self.adapter_uri = publish_adapter(self.run, local, self.phase, self.speaker, self._adapter_info())
+        return self.adapter_uri
+
+    def publish_best(self) -> str:
+        """Publish the checkpoint of early stopping's best step as this scope's adapter; its
+        metadata says the phase stopped early, where, and on which figure."""
+        self.fence.check()
+        stopping = self.early_stopping
+        local = self.workdir / "best-adapter"
+        shutil.rmtree(local, ignore_errors=True)
+        try:
+            self.checkpoints.fetch_weights(stopping.best_step, local)
+        except CheckpointError as exc:
+            raise CheckpointError(f"early stopping's best checkpoint (step {stopping.best_step}) cannot be "
+                                  f"published: {exc}") from None
+        info = {**self._adapter_info(), "steps": stopping.best_step, "complete": True,
+                "early_stopping": {**stopping.state_dict(), "published_step": stopping.best_step}}
+        self.adapter_uri = publish_adapter(self.run, local, self.phase, self.speaker, info)
+        return self.adapter_uri
+
+    def _adapter_info(self) -> dict[str, Any]:
         info = {
             "base_model": self.settings.model,
             "base_model_source": base_model_source(self.settings),
@@ -522,18 +666,41 @@ class PhaseTrainer:
             "run_id": self.settings.run_id,
             "spent_usd": round(self.budget.spent, 4),
         }
-        self.adapter_uri = publish_adapter(self.run, local, self.phase, self.speaker, info)
-        return self.adapter_uri
+        return info
 
     def cleanup(self) -> None:
         if hasattr(self, "logger"):
-            self.logger.close()
+            self.logger.close(sync=False)  # events after the last checkpoint: its resumption logs them
         if hasattr(self, "_batches"):
             self._batches.close()
         if hasattr(self, "stream"):
             self.stream.close()
         if hasattr(self, "workdir"):
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _target_positions(batch: Batch) -> int:
+    """The positions the loss divides by (trainer/loss.py): target frames and audio-EOS frames."""
+    return int((batch.labels[:, 1:, 0] != IGNORE).sum())
+
+
+def _scaled(parts: LossParts, share: float) -> LossParts:
+    return LossParts(parts.loss.detach() * share, parts.backbone * share, parts.depth * share,
+                     parts.backbone_unweighted * share, parts.depth_unweighted * share, parts.frames)
+
+
+def _summed(parts: list[LossParts]) -> LossParts:
+    """The loss parts of a whole batch from its micro-batches' (each already scaled by its share)."""
+    if len(parts) == 1:
+        return parts[0]
+    return LossParts(*(torch.stack([getattr(p, name) for p in parts]).sum()
+                       for name in ("loss", "backbone", "depth", "backbone_unweighted", "depth_unweighted")),
+                     sum(p.frames for p in parts))
+
+
+def _with_mean(results: dict[str, float]) -> dict[str, float]:
+    """A validation's per-category figures plus val/loss, their mean (train.best_metric val_loss)."""
+    return {**results, "val/loss": float(np.mean(list(results.values())))} if results else {}
 
 
 def _seed_everything(seed: int) -> None:
