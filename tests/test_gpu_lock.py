@@ -52,3 +52,14 @@ def test_the_dockerfile_installs_the_gpu_lock_with_the_lock_as_constraints():
     docker = (REPO / "Dockerfile").read_text()
     assert "pip install -r requirements/gpu-lock.txt -c requirements/lock.txt" in docker
     assert not re.search(r"^FROM nvidia/cuda", docker, re.M)  # torch brings its CUDA libraries
+
+
+def test_every_runtime_dependency_is_in_the_gpu_image():
+    """A package the code needs at run time but the image lacks fails only on the cloud, after
+    provisioning: every runtime dependency in pyproject.toml is pinned in gpu-lock.txt too."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    needed = {re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~ ;]", dep, maxsplit=1)[0]).lower()
+              for dep in project["dependencies"]}
+    assert needed - set(pins(REQ / "gpu-lock.txt")) == set()
