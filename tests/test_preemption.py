@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from infra.storage import Store
 from tests.conftest import copy_store
+from tests.local_http import LocalService, QuietHandler
 from trainer import exit_codes
 from trainer.checkpoint import Checkpoints
 from trainer.preemption import NoticePoller, StopRequest, spot_notice
 from trainer.train import PhaseTrainer
 
 
-class FakeIMDS:
+class FakeIMDS(LocalService):
     """IMDSv2 on 127.0.0.1: PUT a token, then GET instance-action with it (404 until a notice)."""
 
     def __init__(self):
@@ -23,10 +21,7 @@ class FakeIMDS:
         self.tokenless_reads = 0
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_PUT(self):
                 if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
                     self._reply(200, b"tok123")
@@ -41,23 +36,7 @@ class FakeIMDS:
                     return self._reply(200, outer.notice.encode())
                 self._reply(404, b"")
 
-            def _reply(self, code, body):
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def test_no_notice_until_the_service_schedules_one():

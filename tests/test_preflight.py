@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -14,6 +12,7 @@ from infra.exit_codes import PREFLIGHT_FAILED
 from infra.preflight import GIB, CudaFacts, check_cuda, check_model_access, run_preflight
 from infra.settings import load_settings
 from tests.conftest import BUCKET, PYTHON, REPO
+from tests.local_http import LocalService, QuietHandler
 
 REAL = {"model": "sesame/csm-1b", "codec": "kyutai/mimi", "device": "cuda"}
 GOOD_4090 = CudaFacts(True, "13.0", "13.0", "NVIDIA GeForce RTX 4090", 23 * GIB, 24 * GIB, True)
@@ -47,7 +46,7 @@ def test_cpu_runs_skip_the_cuda_checks():
     assert check_cuda(CudaFacts(False, None, None), "train", load_settings()) == []
 
 
-class FakeHub:
+class FakeHub(LocalService):
     """/api/models/<id>/auth-check as the Hub answers it: 401 without a valid token, 403 GatedRepo for
     a gated model whose licence the token's account has not accepted, 200 otherwise."""
 
@@ -55,40 +54,23 @@ class FakeHub:
         outer = self
         self.calls = 0
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 outer.calls += 1
                 repo = self.path.removeprefix("/api/models/").removesuffix("/auth-check")
                 authed = self.headers.get("authorization") == f"Bearer {token}"
                 if not authed and repo in gated:
-                    return self._reply(401, "RepoNotFound", "Invalid credentials in Authorization header")
+                    return self._answer(401, "RepoNotFound", "Invalid credentials in Authorization header")
                 if repo in gated and repo not in accepted:
-                    return self._reply(403, "GatedRepo", f"Access to model {repo} is restricted")
-                self._reply(200, None, "")
+                    return self._answer(403, "GatedRepo", f"Access to model {repo} is restricted")
+                self._answer(200, None, "")
 
-            def _reply(self, code, error_code, message):
+            def _answer(self, code, error_code, message):
                 body = json.dumps({"error": message} if message else {}).encode()
-                self.send_response(code)
-                if error_code:
-                    self.send_header("X-Error-Code", error_code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                headers = {"X-Error-Code": error_code} if error_code else {}
+                self._reply(code, body, {**headers, "Content-Type": "application/json"})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def test_a_gated_model_needs_its_licence_accepted_and_a_token():

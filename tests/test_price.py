@@ -3,13 +3,11 @@ IMDSv2 on 127.0.0.1), the declared maximum elsewhere or when anything is unreada
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pandas as pd
 import pytest
 
 from infra.price import hourly_price
+from tests.local_http import LocalService, QuietHandler
 
 AWS = {"SKYPILOT_CLUSTER_INFO": '{"cloud": "AWS", "region": "us-east-1"}'}
 # Rows in the shape of SkyPilot's aws/vms.csv (test values, not prices to rely on).
@@ -18,15 +16,12 @@ CATALOG = pd.DataFrame([{**ROW, "AvailabilityZone": "use1-az1", "SpotPrice": 0.3
                         {**ROW, "AvailabilityZone": "use1-az4", "SpotPrice": 0.42}])
 
 
-class MetadataService:
+class MetadataService(LocalService):
     def __init__(self, meta: dict[str, str]):
         outer = self
         self.meta = meta
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_PUT(self):
                 self._reply(200, b"tok")
 
@@ -36,22 +31,7 @@ class MetadataService:
                     return self._reply(404, b"")
                 self._reply(200, outer.meta[key].encode())
 
-            def _reply(self, code, body):
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def meta(lifecycle: str) -> dict[str, str]:
