@@ -230,14 +230,7 @@ def fetch_best(run: Store, scope: str, metric: str, local: Path, rank: int = 1) 
             f"no best checkpoint #{rank} by {metric} for {scope} at {run.uri(checkpoints.prefix)}{other}; "
             "checkpoints are ranked when train.keep_best_checkpoints > 0")
     entry = best[rank - 1]
-    with tempfile.TemporaryDirectory(prefix="best-") as tmp:
-        download_verified(run, f"{checkpoints.prefix}/{step_name(entry['step'])}", Path(tmp))
-        local.mkdir(parents=True, exist_ok=True)
-        for path in sorted((Path(tmp) / "weights").rglob("*")):
-            if path.is_file():
-                target = local / path.relative_to(Path(tmp) / "weights")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
+    checkpoints.fetch_weights(entry["step"], local)
     return {"scope": scope, "step": entry["step"], "metric": metric, "value": entry["value"], "rank": rank}
 
 
