@@ -123,3 +123,12 @@ def test_backend_is_peft_without_cuda_and_unsloth_cannot_be_forced_there(make_se
     assert backend(make_settings()) == "peft"
     with pytest.raises(ValueError, match="needs a CUDA device and the unsloth package"):
         backend(make_settings(train={"backend": "unsloth"}))
+
+
+def test_every_trainer_subcommand_has_a_handler():
+    import argparse
+
+    from trainer.__main__ import _COMMANDS, _parser
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(_COMMANDS)

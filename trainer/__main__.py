@@ -134,27 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.checkpoint import CheckpointError
 
     try:
-        if args.command == "train":
-            return _train(settings, args)
-        if args.command == "adapters":
-            return _adapters(settings)
-        if args.command == "pull":
-            return _pull(settings, args)
-        if args.command == "pull-logs":
-            return _pull_logs(settings, args)
-        if args.command == "export":
-            return _export(settings, args)
-        if args.command == "serve":
-            return _serve(settings, args)
-        if args.command == "smoke":
-            return _smoke(settings, args)
-        if args.command == "evaluate":
-            return _evaluate(settings, args)
-        if args.command == "listen":
-            return _listen(settings, args)
-        if args.command == "listen-summary":
-            return _listen_summary(settings, args)
-        return _synth(settings, args)
+        return _COMMANDS[args.command](settings, args)
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.USAGE_ERROR
@@ -382,6 +362,13 @@ def _listen_summary(settings, args) -> int:
     summary = summarize(_listen_db(settings, args.db))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
+
+
+_COMMANDS = {
+    "train": _train, "adapters": lambda settings, _: _adapters(settings), "pull": _pull, "pull-logs": _pull_logs,
+    "smoke": _smoke, "synth": _synth, "export": _export, "serve": _serve, "evaluate": _evaluate,
+    "listen": _listen, "listen-summary": _listen_summary,
+}
 
 
 if __name__ == "__main__":
