@@ -181,7 +181,6 @@ def published_store(preprocessed_store, tmp_path_factory, cache_dir) -> str:
     import torch
 
     from infra.settings import load_settings
-    from trainer.train import PhaseTrainer
 
     store = copy_store(preprocessed_store, tmp_path_factory.mktemp("published") / "store")
     settings = load_settings(store=store, cache_dir=cache_dir, run_id="shared",
@@ -190,13 +189,20 @@ def published_store(preprocessed_store, tmp_path_factory, cache_dir) -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread is faster, and far faster on a busy machine
     try:
-        for phase, speaker in [(1, None), (2, None), (3, None), (4, "speaker_01"), (4, "speaker_02")]:
-            trainer = PhaseTrainer(settings, phase, speaker, progress=False)
-            try:
-                trainer.setup()
-                assert trainer.train() == 0
-            finally:
-                trainer.cleanup()
+        train_every_phase(settings)
     finally:
         torch.set_num_threads(threads)
     return store
+
+
+def train_every_phase(settings) -> None:
+    """Phases 1-3 and phase 4 for both sample speakers, in process, each to a clean exit."""
+    from trainer.train import PhaseTrainer
+
+    for phase, speaker in [(1, None), (2, None), (3, None), (4, "speaker_01"), (4, "speaker_02")]:
+        trainer = PhaseTrainer(settings, phase, speaker, progress=False)
+        try:
+            trainer.setup()
+            assert trainer.train() == 0
+        finally:
+            trainer.cleanup()

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from infra.storage import Store
 from preprocess.pipeline import input_store, run
-from tests.conftest import BUCKET, PYTHON, copy_store, small_corpus, subprocess_env
+from tests.conftest import BUCKET, PYTHON, copy_store, small_corpus, subprocess_env, train_every_phase
 from trainer.train import PhaseTrainer
 
 # Two rows per phase and speaker whose ids hash to the train split, so every phase has data.
@@ -33,13 +33,7 @@ def test_pipeline_end_to_end(pipeline_settings, tmp_path):
     assert report.samples == len(CORPUS_IDS) and report.quarantined == 0
     run_store = Store.for_run(settings)
 
-    for phase, speaker in [(1, None), (2, None), (3, None), (4, "speaker_01"), (4, "speaker_02")]:
-        trainer = PhaseTrainer(settings, phase, speaker, progress=False)
-        try:
-            trainer.setup()
-            assert trainer.train() == 0
-        finally:
-            trainer.cleanup()
+    train_every_phase(settings)
     published = sorted(k for k in run_store.list("adapters") if k.endswith("manifest.json"))
     assert published == ["adapters/phase1/manifest.json", "adapters/phase2/manifest.json",
                          "adapters/phase3/manifest.json", "adapters/phase4/speaker_01/manifest.json",
