@@ -195,14 +195,20 @@ def published_store(preprocessed_store, tmp_path_factory, cache_dir) -> str:
     return store
 
 
-def train_every_phase(settings) -> None:
-    """Phases 1-3 and phase 4 for both sample speakers, in process, each to a clean exit."""
+def train_phase(settings, phase: int, speaker: str | None = None, **options):
+    """Train one phase in process to a clean exit; returns the (cleaned-up) trainer to inspect."""
     from trainer.train import PhaseTrainer
 
+    trainer = PhaseTrainer(settings, phase, speaker, progress=False, **options)
+    try:
+        trainer.setup()
+        assert trainer.train() == 0
+    finally:
+        trainer.cleanup()
+    return trainer
+
+
+def train_every_phase(settings) -> None:
+    """Phases 1-3 and phase 4 for both sample speakers, in process, each to a clean exit."""
     for phase, speaker in [(1, None), (2, None), (3, None), (4, "speaker_01"), (4, "speaker_02")]:
-        trainer = PhaseTrainer(settings, phase, speaker, progress=False)
-        try:
-            trainer.setup()
-            assert trainer.train() == 0
-        finally:
-            trainer.cleanup()
+        train_phase(settings, phase, speaker)

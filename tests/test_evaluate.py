@@ -10,19 +10,9 @@ import subprocess
 import pytest
 
 from infra.storage import Store
-from tests.conftest import PYTHON, copy_store, subprocess_env
-from trainer.train import PhaseTrainer
+from tests.conftest import PYTHON, copy_store, subprocess_env, train_phase
 
 PROMPTS = "malay: [Selamat pagi semua.]\ncode_switched: [Saya nak go to the kedai.]\nparticle_lah: [Okay lah, I go.]\n"
-
-
-def _train(settings, phase):
-    trainer = PhaseTrainer(settings, phase, progress=False)
-    try:
-        trainer.setup()
-        assert trainer.train() == 0
-    finally:
-        trainer.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +31,7 @@ def evaluated(preprocessed_store, tmp_path_factory, cache_dir):
                              logging={"wandb_mode": "disabled", "val_every": 0},
                              evaluation={"prompts": str(prompts), "test_utterances": 1, "max_seconds": 0.6})
     for phase in (1, 2):
-        _train(settings, phase)
+        train_phase(settings, phase)
     first = evaluate(settings, 1, progress=False)
     env = subprocess_env(settings, SUARA_EVALUATION__PROMPTS=str(prompts), SUARA_EVALUATION__TEST_UTTERANCES="1",
                          SUARA_EVALUATION__MAX_SECONDS="0.6")
@@ -107,12 +97,7 @@ def test_best_checkpoints_by_validation_loss_survive_pruning(store_with_data, ma
     settings = make_settings(store=store_with_data, run_id="shared", steps=8,
                              train={"keep_last_checkpoints": 1, "keep_best_checkpoints": 2},
                              logging={"val_batches": 1})
-    trainer = PhaseTrainer(settings, 1, progress=False, checkpoint_every=2)
-    try:
-        trainer.setup()
-        assert trainer.train() == 0
-    finally:
-        trainer.cleanup()
+    train_phase(settings, 1, checkpoint_every=2)
     run = Store.for_run(settings)
     ckpts = Checkpoints(run, "phase1", 1, 2, "val_loss")
     best = ckpts.best()

@@ -11,6 +11,7 @@ import pytest
 from infra.settings import EarlyStopping as EarlyStoppingSettings
 from infra.settings import SettingsError, load_settings
 from infra.storage import Store
+from tests.conftest import train_phase
 from trainer.checkpoint import Checkpoints
 from trainer.early_stopping import EarlyStopping, Verdict
 from trainer.train import PhaseTrainer
@@ -81,12 +82,7 @@ def test_a_real_phase_stops_early_and_publishes_its_best_checkpoint(store_with_d
                              train={"phases": {"1": {"early_stopping": stopping}}, "checkpoint_every": 100,
                                     "keep_last_checkpoints": 1})
     caplog.set_level(logging.INFO)
-    trainer = PhaseTrainer(settings, 1, progress=False)
-    try:
-        trainer.setup()
-        assert trainer.train() == 0
-    finally:
-        trainer.cleanup()
+    trainer = train_phase(settings, 1)
     run = Store.for_run(settings)
     state = trainer.early_stopping
     assert state.stopped_at == trainer.step < 30
