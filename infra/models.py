@@ -20,14 +20,15 @@ training the CSM from here; neither owns the other's model.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from infra.file_lock import exclusive
 
 if TYPE_CHECKING:  # torch is imported by what loads a model, not by the settings that name one
     import torch
@@ -98,17 +99,6 @@ def _complete(target: Path) -> bool:
     return (target / "config.json").is_file()
 
 
-@contextlib.contextmanager
-def _build_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` (a file) for as long as the block runs; released if we die."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def cached_bundle(cache_dir: Path, name: str, build: Callable[[Path], None], lock: bool = False) -> Path:
     """`cache_dir/name`, built by `build(staging_dir)` on first use and renamed into place (atomic:
     a reader never sees half a bundle). `lock`: parallel callers wait for one build instead of each
@@ -117,7 +107,7 @@ def cached_bundle(cache_dir: Path, name: str, build: Callable[[Path], None], loc
     if _complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    guard = _build_lock(target.parent / f".{name}.lock") if lock else contextlib.nullcontext()
+    guard = exclusive(target.parent / f".{name}.lock") if lock else contextlib.nullcontext()
     with guard:
         if _complete(target):  # built by the caller we waited for
             return target

@@ -13,26 +13,15 @@ Shared memory of anything else (folders without our owner file) is left alone.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from infra.file_lock import exclusive
+
 OWNER_FILE = ".suara-owner"
 _LOCK = Path(tempfile.gettempdir()) / "suara-streaming.lock"
-
-
-@contextmanager
-def _host_lock() -> Iterator[None]:
-    with open(_LOCK, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _alive(pid: int) -> bool:
@@ -98,6 +87,6 @@ def open_dataset(**kwargs: Any) -> Any:
     locals_ = [kwargs["local"]] if kwargs.get("local") else [s.local for s in kwargs.get("streams") or []]
     for local in locals_:
         claim(local)
-    with _host_lock():
+    with exclusive(_LOCK):
         reap_stale()
         return StreamingDataset(**kwargs)
