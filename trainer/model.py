@@ -53,11 +53,15 @@ def load_base(settings: Settings, weights: Path | None = None) -> tuple[Any, Any
     return model, tokenizer
 
 
+def _cuda_with(settings: Settings, package: str) -> bool:
+    """Whether this run is on CUDA and `package` (a GPU-only extra of the image) is installed."""
+    return resolve_device(settings.device).type == "cuda" and importlib.util.find_spec(package) is not None
+
+
 def backend(settings: Settings) -> str:
     """"unsloth" or "peft". Unsloth needs CUDA: asking for it elsewhere is an error, not a fallback."""
     wanted = settings.train.backend
-    cuda = resolve_device(settings.device).type == "cuda"
-    available = cuda and importlib.util.find_spec("unsloth") is not None
+    available = _cuda_with(settings, "unsloth")
     if wanted == "unsloth" and not available:
         raise ValueError("train.backend=unsloth needs a CUDA device and the unsloth package (the GPU image's "
                          "requirements/gpu.txt); use SUARA_TRAIN__BACKEND=peft or auto elsewhere")
@@ -180,8 +184,7 @@ def with_adapter(model: Any, adapter_dir: Path, trainable: bool) -> Any:
 def optimizer_kind(settings: Settings) -> str:
     """"adamw" or "adamw_8bit" (bitsandbytes, CUDA only)."""
     wanted = settings.train.optimizer
-    cuda = resolve_device(settings.device).type == "cuda"
-    available = cuda and importlib.util.find_spec("bitsandbytes") is not None
+    available = _cuda_with(settings, "bitsandbytes")
     if wanted == "adamw_8bit" and not available:
         raise ValueError("train.optimizer=adamw_8bit needs a CUDA device and the bitsandbytes package (the GPU "
                          "image's requirements/gpu.txt); use SUARA_TRAIN__OPTIMIZER=adamw or auto elsewhere")
