@@ -12,6 +12,8 @@ import functools
 import re
 from importlib import resources
 
+from preprocess.text.tables import data_lines
+
 _TABLE = "data/abbreviations.tsv"
 _KINDS = ("title", "place", "number", "company")
 
@@ -21,9 +23,7 @@ def _table() -> dict[str, tuple[str, str, str]]:
     """Spelling -> (kind, Malay reading, English reading)."""
     text = resources.files("preprocess.text").joinpath(_TABLE).read_text(encoding="utf-8")
     table: dict[str, tuple[str, str, str]] = {}
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
+    for _, line in data_lines(text):
         spellings, kind, ms, en = line.split("\t")
         if kind not in _KINDS:
             raise ValueError(f"{_TABLE}: unknown kind {kind!r} for {spellings!r}")

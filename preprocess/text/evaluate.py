@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preprocess.text import PARTICLE_VARIANTS, Word, analyze, phase_of
+from preprocess.text.tables import data_lines
 from preprocess.text.tagger import tokenize
 
 _CODES = {"m": "ms", "e": "en", "z": "zh", "o": "other"}
@@ -60,9 +61,7 @@ def parse_tag(code: str) -> tuple[str, str | None]:
 def load(path: Path) -> list[Example]:
     """The labelled utterances of `path`; raises ValueError naming the line of any malformed row."""
     examples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
+    for number, line in data_lines(path.read_text(encoding="utf-8")):
         text, sep, codes = line.partition("\t")
         if not sep:
             raise ValueError(f"{path}:{number}: expected text<TAB>tags")

@@ -17,6 +17,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 
 from preprocess.text.malay import malay
+from preprocess.text.tables import data_lines
 
 IPA_PHONES = {
     "a": "AA", "e": "EY", "ə": "AH", "i": "IY", "o": "OW", "u": "UW", "ai̯": "AY", "au̯": "AW", "oi̯": "OY",
@@ -50,9 +51,7 @@ class LexiconScore:
 def load(path: Path) -> list[Entry]:
     """The entries of a labelled list; raises ValueError naming the line of a malformed row."""
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
+    for number, line in data_lines(path.read_text(encoding="utf-8")):
         word, sep, ipa = line.partition("\t")
         unknown = sorted({p for p in ipa.split() if p not in IPA_PHONES})
         if not sep or not ipa.split() or unknown:
