@@ -107,7 +107,7 @@ def test_a_read_that_hangs_between_steps_gets_an_emergency_checkpoint_and_the_re
 
     (tmp_path / "restored").mkdir()
     saved = Checkpoints(run, "phase1", 3).restore_latest(tmp_path / "restored").state
-    assert saved["step"] == 6 and saved["loader"]["used"] == trainer._loader_state["used"]
+    assert saved["step"] == 6 and saved["loader"]["used"] == trainer._position["used"]
 
 
 def test_the_watchdog_stays_quiet_while_steps_keep_coming():

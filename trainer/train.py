@@ -129,7 +129,6 @@ class PhaseTrainer:
         # The loop holds the lock while it changes training state; a stalled job is checkpointed
         # by the watchdog only when the stall is outside it (waiting for data), never half a step.
         self._state_lock = threading.Lock()
-        self._loader_state: dict[str, Any] | None = None  # the data position after the last step
         self.watchdog = Watchdog(settings.train.stall_timeout_s, self._emergency_checkpoint)
 
     @property
@@ -475,9 +474,7 @@ class PhaseTrainer:
         return exit_codes.FINISHED
 
     def _progressed(self) -> None:
-        """A step finished: remember where the data stands (the prefetcher runs ahead of the
-        stream's own position) and tell the watchdog."""
-        self._loader_state = self._position
+        """A step finished: tell the watchdog."""
         self.watchdog.progress()
 
     @contextmanager
@@ -496,11 +493,11 @@ class PhaseTrainer:
             log.error("stalled inside a step or a write: no consistent state to checkpoint")
             self.budget.write_ledger(self.run, self.step, self.startup_s)
             return
-        if self._loader_state is None or self._last_saved == self.step:
+        if self._last_saved == self.step:  # nothing new since the last checkpoint (or the start)
             self.budget.write_ledger(self.run, self.step, self.startup_s)
             return
         # No scoring: the loop is stuck and scoring would run the model from this thread.
-        uri = self.save_checkpoint(score=False, loader_state=self._loader_state)
+        uri = self.save_checkpoint(score=False)
         log.warning("emergency checkpoint %s at step %d", uri, self.step)
 
     def _finish(self) -> int:
@@ -593,8 +590,7 @@ class PhaseTrainer:
             return validation_mcd(self.model, self.tokenizer, clips, self.speaker_index,
                                   self.settings.evaluation.max_seconds, self.settings.seed)
 
-    def save_checkpoint(self, final: bool = False, score: bool = True,
-                        loader_state: dict[str, Any] | None = None) -> str:
+    def save_checkpoint(self, final: bool = False, score: bool = True) -> str:
         value = self.checkpoint_score() if score else None
         local = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self.workdir))
         try:
@@ -608,7 +604,7 @@ class PhaseTrainer:
                 "speaker": self.speaker,
                 "seed": self.settings.seed,
                 "max_steps": self.max_steps,
-                "loader": loader_state or self._position,
+                "loader": self._position,  # after the last step taken (the prefetcher runs ahead)
                 "spent_usd": self.budget.spent,
                 "seconds_per_step": self.monitor.seconds_per_step if self.monitor else self.seconds_per_step,
                 "wandb_run_id": self.logger.run_id,
